@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine:
+#   make demo   creates .venv, installs pinned dependencies, runs the workflow on the demo
+#   make test   the same set-up, then the test suite
+VENV ?= .venv
+PYTHON ?= python3
+CORES ?= all
+# PyTorch first, so no other requirement pulls a multi-GB CUDA build. On a GPU machine use
+# e.g. TORCH_SPEC="torch==2.13.0" with the CUDA wheel index of your site (pip --index-url).
+TORCH_SPEC ?= torch==2.13.0
+PIP_ARGS ?=
+
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean-results
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet "$(TORCH_SPEC)"
+	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check neuroadapt tests scripts benchmarks
+	$(VENV)/bin/snakefmt --check Snakefile workflow
+	$(VENV)/bin/snakemake --lint
+
+clean-results:
+	rm -rf results logs .snakemake

@@ -1,0 +1,19 @@
+# neuroadapt: BIDS -> preprocessing -> training -> evaluation -> reports.
+# Stages live in workflow/rules/; all logic lives in the neuroadapt package.
+from snakemake.utils import min_version
+
+min_version("9.27")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/ingest.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        ingest_outputs(),

@@ -1,0 +1,199 @@
+"""Loading and checking the workflow configuration.
+
+The JSON schema (``workflow/schemas/config.schema.yaml``) says what keys and values are
+allowed; this module turns schema violations into messages that name the key and the fix,
+fills defaults (``snakemake.utils.validate``) and checks what a schema cannot express:
+experiments that name unknown datasets, synthetic generator parameters, name clashes.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from neuroadapt.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+DEMO_ROOT = "resources/demo"
+# Folder names under results/ that datasets and experiments must not take.
+RESERVED_NAMES = {"report", "derivatives", "logs"}
+
+# Where each model input comes from: the raw modality ingestion must find for it.
+INPUT_MODALITY = {
+    "fa": "dwi",
+    "md": "dwi",
+    "ad": "dwi",
+    "rd": "dwi",
+    "t1w": "t1w",
+    "ct": "ct",
+    "pet": "pet",
+    "gtv": "gtv",
+    "report_text": "report",
+    "clinical": "clinical",
+    "genetics": "genetics",
+}
+
+
+def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _key(path) -> str:
+    return ".".join(str(part) for part in path) or "<top level>"
+
+
+def _describe(error: jsonschema.ValidationError) -> ConfigError:
+    """A schema violation as a ConfigError naming the key and the fix."""
+    key = _key(error.absolute_path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        allowed = sorted(schema.get("properties", {}))
+        unexpected = sorted(set(error.instance) - set(allowed))
+        name = unexpected[0] if unexpected else "?"
+        close = difflib.get_close_matches(name, allowed, n=1)
+        hint = f"did you mean '{close[0]}'? " if close else ""
+        return ConfigError(
+            _key([*error.absolute_path, name]),
+            "is not a known key",
+            f"{hint}allowed keys here: {', '.join(allowed)}",
+        )
+    if error.validator == "required":
+        return ConfigError(key, error.message, f"add it ({_hint(schema, error)})")
+    if error.validator == "enum":
+        return ConfigError(
+            key,
+            f"{error.instance!r} is not allowed",
+            f"use one of: {', '.join(map(str, error.validator_value))}",
+        )
+    description = schema.get("description")
+    fix = f"expected {description}" if description else f"see {SCHEMA_PATH.name}"
+    return ConfigError(key, error.message, fix)
+
+
+def _hint(schema: Mapping, error: jsonschema.ValidationError) -> str:
+    missing = error.message.split("'")[1] if "'" in error.message else ""
+    description = schema.get("properties", {}).get(missing, {}).get("description")
+    return description or "see the schema"
+
+
+def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict:
+    """Validate ``config`` in place, fill defaults and return it.
+
+    Raises ConfigError (naming the key and the fix) on the first problem found.
+    """
+    schema = load_schema(schema_path)
+    validator_cls = jsonschema.validators.validator_for(schema)
+    errors = sorted(validator_cls(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise _describe(jsonschema.exceptions.best_match(errors))
+    # Fill defaults the way Snakemake does (validate sets them on the mapping).
+    from snakemake.utils import validate
+
+    validate(config, str(schema_path), set_default=True)
+    _check_semantics(config)
+    return config
+
+
+def _check_semantics(config: dict) -> None:
+    from neuroadapt.demo import parse_spec
+
+    datasets = config["datasets"]
+    experiments = config["experiments"]
+    for name in [*datasets, *experiments]:
+        if name in RESERVED_NAMES:
+            raise ConfigError(name, "is a reserved results folder name", "rename it")
+    for name in set(datasets) & set(experiments):
+        raise ConfigError(
+            f"experiments.{name}",
+            f"has the same name as dataset '{name}' (both write results/{name}/)",
+            "rename the experiment or the dataset",
+        )
+    for name, dataset in datasets.items():
+        synthetic = dataset.get("synthetic")
+        if synthetic is not None:
+            default_dir = f"{DEMO_ROOT}/{name}"
+            if dataset.setdefault("bids_dir", default_dir) != default_dir:
+                raise ConfigError(
+                    f"datasets.{name}.bids_dir",
+                    f"a synthetic dataset is always written to {default_dir}",
+                    "remove bids_dir, or remove synthetic to read a real dataset",
+                )
+            parse_spec(synthetic, f"datasets.{name}.synthetic")
+        elif "bids_dir" not in dataset:
+            raise ConfigError(
+                f"datasets.{name}.bids_dir",
+                "is missing",
+                "give the path of the BIDS dataset root, or synthetic: {kind: dwi} for demo data",
+            )
+    for name, experiment in experiments.items():
+        where = f"experiments.{name}"
+        if experiment["dataset"] not in datasets:
+            raise ConfigError(
+                f"{where}.dataset",
+                f"names unknown dataset '{experiment['dataset']}'",
+                f"use one of: {', '.join(datasets)}",
+            )
+        task = experiment["task"]
+        if "survival" in task and "survival" not in experiment:
+            raise ConfigError(
+                f"{where}.survival",
+                f"task '{task}' needs the survival columns",
+                "add survival: {time: <column>, event: <column>}",
+            )
+        if "segmentation" in task and experiment["target"] != "gtv":
+            raise ConfigError(
+                f"{where}.target",
+                f"task '{task}' segments a mask, not '{experiment['target']}'",
+                "set target: gtv",
+            )
+        if experiment["target"] == "gtv" and "segmentation" not in task:
+            raise ConfigError(
+                f"{where}.task",
+                "target gtv is a segmentation mask",
+                "use task: segmentation or segmentation+survival",
+            )
+
+
+def dataset_dir(config: Mapping, name: str) -> str:
+    """BIDS root of dataset ``name`` (synthetic ones under resources/demo/)."""
+    dataset = config["datasets"][name]
+    return dataset.get("bids_dir", f"{DEMO_ROOT}/{name}")
+
+
+def required_modalities(config: Mapping, dataset: str) -> list[str]:
+    """Raw modalities the experiments on ``dataset`` need, sorted."""
+    needed = set()
+    for experiment in config["experiments"].values():
+        if experiment["dataset"] != dataset:
+            continue
+        needed |= {INPUT_MODALITY[name] for name in experiment["inputs"]}
+        if experiment["target"] in INPUT_MODALITY:
+            needed.add(INPUT_MODALITY[experiment["target"]])
+    return sorted(needed)
+
+
+def required_columns(config: Mapping, dataset: str) -> list[str]:
+    """participants.tsv columns the experiments on ``dataset`` need (targets, survival)."""
+    columns = set()
+    for experiment in config["experiments"].values():
+        if experiment["dataset"] != dataset:
+            continue
+        if experiment["target"] not in INPUT_MODALITY:
+            columns.add(experiment["target"])
+        survival = experiment.get("survival")
+        if survival:
+            columns |= {survival["time"], survival["event"]}
+    return sorted(columns)
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file and validate it (for use outside Snakemake)."""
+    with open(path) as handle:
+        config = yaml.safe_load(handle) or {}
+    return validate_config(copy.deepcopy(config))

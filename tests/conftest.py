@@ -1,0 +1,55 @@
+"""Shared fixtures: small synthetic cohorts generated once per test session."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from neuroadapt.demo import generate_cohort
+
+REPO = Path(__file__).resolve().parent.parent
+
+# Small but complete: one site, four subjects (2 ADHD, 2 TD), full-size grid so the
+# planted effect and the tissue model are realistic.
+SMALL_DWI = {"kind": "dwi", "n_subjects": 4, "n_sites": 1}
+# Tiny grids for tests that only need valid files quickly.
+TINY_DWI = {
+    "kind": "dwi",
+    "n_subjects": 4,
+    "n_sites": 1,
+    "shape": [16, 20, 16],
+    "voxel_mm": 9.0,
+    "t1w_voxel_mm": 9.0,
+    "n_b1000": 6,
+    "n_b2000": 2,
+    "n_b0": 1,
+    "supersample": 1,
+}
+
+
+def make_cohort(root: Path, synthetic: dict, name: str = "cohort") -> tuple[Path, Path]:
+    bids, truth = root / name, root / f"{name}_truth"
+    generate_cohort(synthetic, bids, truth, where=f"test.{name}")
+    return bids, truth
+
+
+@pytest.fixture(scope="session")
+def dwi_cohort(tmp_path_factory) -> tuple[Path, Path]:
+    """(bids_dir, truth_dir) of SMALL_DWI; read-only: copy before changing it."""
+    return make_cohort(tmp_path_factory.mktemp("dwi"), SMALL_DWI)
+
+
+@pytest.fixture(scope="session")
+def tiny_dwi(tmp_path_factory) -> Path:
+    bids, _ = make_cohort(tmp_path_factory.mktemp("tiny"), TINY_DWI)
+    return bids
+
+
+@pytest.fixture
+def tiny_copy(tiny_dwi, tmp_path) -> Path:
+    """A private copy of the tiny cohort that a test may break."""
+    copy = tmp_path / "bids"
+    shutil.copytree(tiny_dwi, copy)
+    return copy
