@@ -482,19 +482,19 @@ def ingest(
             rows.append(row)
 
     if problems.invalid:
-        listing = "\n  ".join(problems.invalid)
         raise InputError(
             bids_dir,
-            f"{len(problems.invalid)} file problem(s) found:\n  {listing}\n",
+            f"{len(problems.invalid)} file problem(s) found",
             "repair or replace the files listed, or exclude those subjects with exclude: [sub-...]",
+            problems.invalid,
         )
     dropped = [row for row in rows if row["_missing"]]
     if dropped and on_missing_modality == "fail":
-        listing = "\n  ".join(f"{rid}: no {name}" for rid, name in problems.missing)
         raise InputError(
             bids_dir,
-            f"{len(dropped)} subject/session(s) lack data the experiments need:\n  {listing}\n",
+            f"{len(dropped)} subject/session(s) lack data the experiments need",
             "add the data, exclude the subjects, or set on_missing_modality: drop",
+            [f"{rid}: no {name}" for rid, name in problems.missing],
         )
     for row in dropped:
         log.warning("dropping %s: no %s", _row_id(row), ", ".join(row["_missing"]))

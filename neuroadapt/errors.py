@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 
 
@@ -13,15 +14,20 @@ class InputError(NeuroadaptError):
     """Bad input data: names the file, the problem and the fix.
 
     The message reads ``<file>: <problem>. Fix: <fix>`` so that a user scanning a
-    Snakemake log finds all three on one line.
+    Snakemake log finds all three on one line; ``details`` (one item per affected file or
+    subject) follow on their own lines.
     """
 
-    def __init__(self, path: str | PathLike | None, problem: str, fix: str):
+    def __init__(
+        self, path: str | PathLike | None, problem: str, fix: str, details: Sequence[str] = ()
+    ):
         self.path = None if path is None else str(path)
         self.problem = problem
         self.fix = fix
+        self.details = list(details)
         where = f"{self.path}: " if self.path else ""
-        super().__init__(f"{where}{problem}. Fix: {fix}")
+        listing = "".join(f"\n  {item}" for item in self.details)
+        super().__init__(f"{where}{problem}. Fix: {fix}{listing}")
 
 
 class ConfigError(NeuroadaptError):
