@@ -28,7 +28,8 @@ def one_of(names):
 
 def ingest_inputs(wildcards):
     """A synthetic dataset comes from the demo rule; a real one is read where it is
-    (its folder and participants.tsv: adding a subject or changing a label reruns ingestion)."""
+    (its folder and participants.tsv: adding a subject or changing a label reruns ingestion).
+    """
     root = dataset_dir(config, wildcards.dataset)
     if wildcards.dataset in SYNTHETIC:
         return {"bids": root}
@@ -37,5 +38,7 @@ def ingest_inputs(wildcards):
 
 def ingest_outputs():
     return expand(
-        "results/{dataset}/{name}", dataset=DATASETS, name=["subjects.tsv", "validation.json"]
+        "results/{dataset}/{name}",
+        dataset=DATASETS,
+        name=["subjects.tsv", "validation.json"],
     )

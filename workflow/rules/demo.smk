@@ -5,13 +5,13 @@ rule demo_dataset:
     output:
         bids=directory(f"{DEMO_ROOT}/{{dataset}}"),
         truth=directory(f"{DEMO_ROOT}/ground_truth/{{dataset}}"),
-    params:
-        synthetic=lambda wildcards: config["datasets"][wildcards.dataset]["synthetic"],
-    wildcard_constraints:
-        dataset=one_of(SYNTHETIC),
     log:
         "logs/demo/{dataset}.log",
+    wildcard_constraints:
+        dataset=one_of(SYNTHETIC),
     conda:
         "../../envs/ingest.yaml"
+    params:
+        synthetic=lambda wildcards: config["datasets"][wildcards.dataset]["synthetic"],
     script:
         "../../scripts/make_demo_dataset.py"

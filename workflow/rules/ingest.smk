@@ -8,14 +8,14 @@ checkpoint ingest:
     output:
         table="results/{dataset}/subjects.tsv",
         report="results/{dataset}/validation.json",
+    log:
+        "logs/ingest/{dataset}.log",
+    conda:
+        "../../envs/ingest.yaml"
     params:
         dataset=lambda wildcards: config["datasets"][wildcards.dataset],
         bids_dir=lambda wildcards: dataset_dir(config, wildcards.dataset),
         required=lambda wildcards: required_modalities(config, wildcards.dataset),
         required_columns=lambda wildcards: required_columns(config, wildcards.dataset),
-    log:
-        "logs/ingest/{dataset}.log",
-    conda:
-        "../../envs/ingest.yaml"
     script:
         "../../scripts/ingest.py"

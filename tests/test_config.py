@@ -1,0 +1,131 @@
+"""Config validation: defaults filled, every mistake named with its key and fix."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+from conftest import REPO
+
+from neuroadapt.config import (
+    load_config,
+    required_columns,
+    required_modalities,
+    validate_config,
+)
+from neuroadapt.errors import ConfigError
+
+DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def config_with(change) -> dict:
+    config = copy.deepcopy(DEFAULT)
+    change(config)
+    return config
+
+
+def test_default_config_is_valid_and_gets_defaults():
+    config = load_config(REPO / "config" / "config.yaml")
+    dwi = config["datasets"]["demo_dwi"]
+    assert dwi["bids_dir"] == "resources/demo/demo_dwi"
+    assert dwi["include"] == [] and dwi["check_image_data"] is True
+    assert config["datasets"]["demo_petct"]["on_missing_modality"] == "drop"
+    assert required_modalities(config, "demo_dwi") == [
+        "clinical",
+        "dwi",
+        "genetics",
+        "report",
+        "t1w",
+    ]
+    assert required_modalities(config, "demo_petct") == ["ct", "gtv", "pet"]
+    assert required_modalities(config, "demo_ct_pretrain") == []
+    assert required_columns(config, "demo_petct") == ["event", "survival_months"]
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda c: c["experiments"]["adhd_dti"].update(methds=["lora"]),
+            r"config key 'experiments.adhd_dti.methds': is not a known key. "
+            r"Fix: did you mean 'methods'\?",
+        ),
+        (
+            lambda c: c.update(dataset={}),
+            r"config key 'dataset': is not a known key. Fix: did you mean 'datasets'",
+        ),
+        (
+            lambda c: c["experiments"]["adhd_dti"].update(task="regression"),
+            r"'experiments.adhd_dti.task': 'regression' is not allowed. Fix: use one of: binary, "
+            r"multiclass",
+        ),
+        (
+            lambda c: c["experiments"]["adhd_dti"].update(inputs=["fa", "dti"]),
+            r"'experiments.adhd_dti.inputs.1': 'dti' is not allowed. Fix: use one of: fa, md",
+        ),
+        (
+            lambda c: c["datasets"]["demo_dwi"].update(on_missing_modality="skip"),
+            r"'datasets.demo_dwi.on_missing_modality': 'skip' is not allowed.*drop, fail",
+        ),
+        (
+            lambda c: c["experiments"]["adhd_dti"].pop("target"),
+            r"'experiments.adhd_dti': 'target' is a required property. Fix: add it",
+        ),
+        (
+            lambda c: c["datasets"]["demo_dwi"].update(include=["001"]),
+            r"'datasets.demo_dwi.include.0': '001' does not match",
+        ),
+        (
+            lambda c: c["experiments"]["adhd_dti"].update(dataset="adhd200"),
+            r"'experiments.adhd_dti.dataset': names unknown dataset 'adhd200'. Fix: use one of: "
+            r"demo_dwi, demo_petct",
+        ),
+        (
+            lambda c: c["datasets"]["demo_dwi"]["synthetic"].update(n_subject=10),
+            r"'datasets.demo_dwi.synthetic.n_subject': is not a parameter of this generator",
+        ),
+        (
+            lambda c: c["datasets"]["demo_dwi"].pop("synthetic"),
+            r"'datasets.demo_dwi.bids_dir': is missing. Fix: give the path",
+        ),
+        (
+            lambda c: c["datasets"]["demo_dwi"].update(bids_dir="/data/x"),
+            r"'datasets.demo_dwi.bids_dir': a synthetic dataset is always written to "
+            r"resources/demo/demo_dwi",
+        ),
+        (
+            lambda c: c["experiments"]["hnc_petct"].pop("survival"),
+            r"'experiments.hnc_petct.survival': task 'segmentation\+survival' needs the survival",
+        ),
+        (
+            lambda c: c["experiments"].update(demo_dwi=c["experiments"]["adhd_dti"]),
+            r"'experiments.demo_dwi': has the same name as dataset 'demo_dwi'",
+        ),
+        (
+            lambda c: c["datasets"].update(report={"bids_dir": "/x"}),
+            r"config key 'report': is a reserved results folder name",
+        ),
+    ],
+)
+def test_invalid_config_names_the_key_and_the_fix(change, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config_with(change))
+
+
+def test_a_real_dataset_needs_only_a_path():
+    config = {
+        "datasets": {"adhd": {"bids_dir": "/data/adhd", "label": "dx"}},
+        "experiments": {
+            "dti": {
+                "dataset": "adhd",
+                "inputs": ["fa"],
+                "target": "dx",
+                "task": "binary",
+                "methods": ["lora"],
+            }
+        },
+    }
+    validate_config(config)
+    assert config["datasets"]["adhd"]["covariates"] == []
+    assert required_columns(config, "adhd") == ["dx"]

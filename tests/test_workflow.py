@@ -1,0 +1,167 @@
+"""The Snakemake workflow: lint, formatting, dry-run, and real runs of the stages so far."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import REPO, TINY_DWI
+
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.workflow
+
+
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def write_config(folder: Path, config: dict) -> Path:
+    path = folder / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_lint_is_clean():
+    result = snakemake("--lint", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_snakefmt_is_clean():
+    result = subprocess.run(
+        [str(BIN / "snakefmt"), "--check", "Snakefile", "workflow"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_default_config_dry_run_plans_demo_and_ingestion(tmp_path):
+    result = snakemake(
+        "-n", "--directory", str(tmp_path), "--configfile", str(REPO / "config" / "config.yaml")
+    )
+    out = result.stdout
+    for dataset in ("demo_dwi", "demo_petct", "demo_ct_pretrain"):
+        assert f"results/{dataset}/subjects.tsv" in out
+    assert "demo_dataset        3" in out and "ingest              3" in out
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["experiments"]["adhd_dti"]["methds"] = config["experiments"]["adhd_dti"].pop("methods")
+    path = write_config(tmp_path, config)
+    result = snakemake(
+        "-n",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(path),
+        "--replace-workflow-config",
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config key 'experiments.adhd_dti.methds': is not a known key" in output
+    assert "did you mean 'methods'" in output
+    assert "jobs" not in output.lower() or "Job stats" not in output
+
+
+def _experiment(dataset: str) -> dict:
+    return {
+        "dataset": dataset,
+        "inputs": ["fa", "md"],
+        "target": "diagnosis",
+        "task": "binary",
+        "methods": ["lora"],
+    }
+
+
+def test_generates_the_demo_and_ingests_it(tmp_path):
+    config = {
+        "datasets": {
+            "demo_dwi": {"synthetic": TINY_DWI, "label": "diagnosis", "covariates": ["age", "sex"]}
+        },
+        "experiments": {"adhd_dti": _experiment("demo_dwi")},
+    }
+    path = write_config(tmp_path, config)
+    args = (
+        "--cores",
+        "2",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(path),
+        "--replace-workflow-config",
+    )
+    snakemake(*args)
+    assert (tmp_path / "resources/demo/demo_dwi/participants.tsv").is_file()
+    assert (tmp_path / "resources/demo/ground_truth/demo_dwi/effect.json").is_file()
+    table = pd.read_csv(tmp_path / "results/demo_dwi/subjects.tsv", sep="\t")
+    assert (
+        len(table) == 4 and table.dwi[0] == "resources/demo/demo_dwi/sub-001/dwi/sub-001_dwi.nii.gz"
+    )
+    report = json.loads((tmp_path / "results/demo_dwi/validation.json").read_text())
+    assert report["required_modalities"] == ["dwi"]
+    assert "rows kept" in (tmp_path / "logs/ingest/demo_dwi.log").read_text()
+
+    # Nothing changed: nothing to do. A changed generator parameter regenerates the data.
+    assert "Nothing to be done" in snakemake(*args, "-n").stdout
+    config["datasets"]["demo_dwi"]["synthetic"] = TINY_DWI | {"effect_size": 0.5}
+    write_config(tmp_path, config)
+    plan = snakemake(*args, "-n").stdout
+    assert "demo_dataset" in plan and "Params have changed" in plan
+
+
+def test_ingests_a_users_bids_dataset_and_fails_clearly_on_a_bad_one(tiny_dwi, tmp_path):
+    bids = tmp_path / "my_bids"
+    shutil.copytree(tiny_dwi, bids)
+    config = {
+        "datasets": {
+            "study": {
+                "bids_dir": str(bids),
+                "label": "diagnosis",
+                "covariates": ["age", "site"],
+                "exclude": ["sub-004"],
+            }
+        },
+        "experiments": {"dti": _experiment("study")},
+    }
+    path = write_config(tmp_path, config)
+    args = (
+        "--cores",
+        "1",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(path),
+        "--replace-workflow-config",
+    )
+    snakemake(*args)
+    table = pd.read_csv(tmp_path / "results/study/subjects.tsv", sep="\t")
+    assert list(table.participant_id) == ["sub-001", "sub-002", "sub-003"]
+    assert not (tmp_path / "resources").exists()  # no demo generated for a real dataset
+
+    # Break one file: the run fails, names the file, and leaves no stale table behind.
+    (bids / "sub-002/dwi/sub-002_dwi.bvec").unlink()
+    result = snakemake(*args, "--forcerun", "ingest", check=False)
+    assert result.returncode != 0
+    assert "sub-002_dwi.nii.gz: has no .bvec file" in result.stdout + result.stderr
+    assert not (tmp_path / "results/study/subjects.tsv").exists()
+    assert "has no .bvec file" in (tmp_path / "logs/ingest/study.log").read_text()
