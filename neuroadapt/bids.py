@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -323,78 +324,111 @@ def read_gradients(bval_path: Path, bvec_path: Path, n_volumes: int, image: Path
         )
 
 
-class _DatasetIndex:
-    """pybids layouts of the raw dataset and of its derivatives folders."""
+class _FileIndex:
+    """Every file of one BIDS tree, indexed once by subject/session/suffix and by folder.
 
-    def __init__(self, bids_dir: Path):
+    pybids parses the names (one query for the whole tree); lookups are then dictionary
+    hits, so ingestion time grows linearly with the number of subjects (pybids' per-subject
+    queries and ``get_nearest`` each scan the whole index, which made it quadratic).
+    """
+
+    _SIDECAR_EXTENSIONS = (".json", ".bval", ".bvec")
+    _NOT_MATCHED = ("suffix", "extension", "datatype")
+
+    def __init__(self, root: Path):
         from bids import BIDSLayout, BIDSLayoutIndexer
 
-        self.bids_dir = bids_dir
-        self._absolute_root = bids_dir.resolve()
-        # index_metadata=False: we resolve sidecars per file, which is much faster than
-        # indexing every JSON of a large dataset.
-        self.raw = BIDSLayout(
-            bids_dir, validate=False, indexer=BIDSLayoutIndexer(index_metadata=False)
-        )
-        self._derivatives: dict[str, object] = {}
-        self._layout_cls, self._indexer_cls = BIDSLayout, BIDSLayoutIndexer
+        self.root = root
+        # index_metadata=False: sidecars are resolved below, not by reading every JSON.
+        layout = BIDSLayout(root, validate=False, indexer=BIDSLayoutIndexer(index_metadata=False))
+        absolute_root = root.resolve()
+        self.images: dict[tuple, list[Path]] = defaultdict(list)
+        self.sidecars_by_folder: dict[tuple, list[tuple[Path, dict]]] = defaultdict(list)
+        self.sessions: dict[str, set[str]] = defaultdict(set)
+        for bids_file in layout.get(return_type="object"):
+            # Keep paths relative to the root as configured, so subjects.tsv stays valid
+            # when the project folder moves.
+            path = root / Path(bids_file.path).relative_to(absolute_root)
+            entities = bids_file.get_entities()
+            subject, session = entities.get("subject"), entities.get("session")
+            suffix, extension = entities.get("suffix"), entities.get("extension")
+            if subject and session:
+                self.sessions[subject].add(session)
+            if extension in IMAGE_EXTENSIONS and subject:
+                self.images[(subject, session, suffix)].append(path)
+            elif extension in self._SIDECAR_EXTENSIONS:
+                matched = {k: v for k, v in entities.items() if k not in self._NOT_MATCHED}
+                self.sidecars_by_folder[(path.parent, suffix, extension)].append((path, matched))
 
-    def layout(self, modality: Modality):
+    def applicable(self, image: Path, suffix: str, extension: str) -> list[Path]:
+        """Sidecars of ``image`` by the BIDS inheritance principle, most general first:
+        same suffix and extension, in the image's folder or one above it (up to the root),
+        with entities that are a subset of the image's."""
+        own = _name_entities(image)
+        found = []
+        folder = image.parent
+        while True:
+            for path, entities in self.sidecars_by_folder.get((folder, suffix, extension), []):
+                if all(own.get(_BIDS_KEYS.get(k, k)) == str(v) for k, v in entities.items()):
+                    found.append(path)
+            if folder == self.root or folder == folder.parent:
+                return found[::-1]
+            folder = folder.parent
+
+
+# pybids entity names -> the keys written in file names
+_BIDS_KEYS = {
+    "subject": "sub",
+    "session": "ses",
+    "acquisition": "acq",
+    "reconstruction": "rec",
+    "tracer": "trc",
+    "ceagent": "ce",
+    "direction": "dir",
+    "modality": "mod",
+}
+
+
+def _name_entities(path: Path) -> dict[str, str]:
+    """``key-value`` pairs of a BIDS file name, e.g. {'sub': '01', 'acq': 'hires'}."""
+    stem = path.name.split(".")[0]
+    return dict(part.split("-", 1) for part in stem.split("_") if "-" in part)
+
+
+class _DatasetIndex:
+    """The raw dataset's index and, on demand, those of its derivatives folders."""
+
+    def __init__(self, bids_dir: Path):
+        self.bids_dir = bids_dir
+        self.raw = _FileIndex(bids_dir)
+        self._derivatives: dict[str, _FileIndex | None] = {}
+
+    def index(self, modality: Modality) -> _FileIndex | None:
         if modality.derivatives is None:
             return self.raw
         if modality.derivatives not in self._derivatives:
             root = self.bids_dir / "derivatives" / modality.derivatives
-            self._derivatives[modality.derivatives] = (
-                self._layout_cls(
-                    root, validate=False, indexer=self._indexer_cls(index_metadata=False)
-                )
-                if root.is_dir()
-                else None
-            )
+            self._derivatives[modality.derivatives] = _FileIndex(root) if root.is_dir() else None
         return self._derivatives[modality.derivatives]
 
     def sessions(self, subject: str) -> list[str | None]:
-        return sorted(self.raw.get_sessions(subject=subject)) or [None]
+        return sorted(self.raw.sessions.get(subject, ())) or [None]
 
     def find(self, modality: Modality, subject: str, session: str | None) -> list[Path]:
-        layout = self.layout(modality)
-        if layout is None:
+        index = self.index(modality)
+        if index is None:
             return []
-        from bids.layout import Query
-
-        paths = layout.get(
-            return_type="filename",
-            subject=subject,
-            session=session if session is not None else Query.NONE,
-            suffix=modality.suffix,
-            extension=list(IMAGE_EXTENSIONS),
-        )
         # Datatype by folder name (pybids knows no ``ct`` datatype), entities by file name
         # (pybids knows no ``label`` entity).
         return sorted(
-            self._as_given(p)
-            for p in paths
-            if Path(p).parent.name == modality.datatype
-            and _matches_entities(Path(p), modality.entities)
+            path
+            for path in index.images.get((subject, session, modality.suffix), [])
+            if path.parent.name == modality.datatype and _matches_entities(path, modality.entities)
         )
-
-    def _as_given(self, path: str) -> Path:
-        """pybids returns absolute paths; keep them relative to bids_dir as configured, so
-        subjects.tsv stays valid when the project folder moves."""
-        return self.bids_dir / Path(path).resolve().relative_to(self._absolute_root)
 
     def sidecars(self, modality: Modality, image: Path, extension: str) -> list[Path]:
         """Sidecars that apply to ``image`` by BIDS inheritance, most general first."""
-        layout = self.layout(modality)
-        nearest = layout.get_nearest(
-            str(image.resolve()),
-            extension=extension,
-            suffix=modality.suffix,
-            all_=True,
-            ignore_strict_entities=["extension", "suffix"],
-            full_search=True,
-        )
-        return [self._as_given(p) for p in reversed(nearest or [])]
+        return self.index(modality).applicable(image, modality.suffix, extension)
 
 
 def _matches_entities(path: Path, entities: Mapping[str, str]) -> bool:
