@@ -27,6 +27,15 @@ TINY_DWI = {
     "n_b0": 1,
     "supersample": 1,
 }
+# Small PET/CT grids with the demo's field of view. No nodes, so the GTV is one blob and
+# its PET and CT centroids can be compared directly.
+SMALL_PETCT = {
+    "n_subjects": 4,
+    "ct_shape": (84, 84, 40),
+    "ct_spacing_mm": (2.0, 2.0, 3.75),
+    "pet_shape": (44, 44, 42),
+    "node_probability": 0.0,
+}
 
 
 def make_cohort(root: Path, synthetic: dict, name: str = "cohort") -> tuple[Path, Path]:
@@ -39,6 +48,12 @@ def make_cohort(root: Path, synthetic: dict, name: str = "cohort") -> tuple[Path
 def dwi_cohort(tmp_path_factory) -> tuple[Path, Path]:
     """(bids_dir, truth_dir) of SMALL_DWI; read-only: copy before changing it."""
     return make_cohort(tmp_path_factory.mktemp("dwi"), SMALL_DWI)
+
+
+@pytest.fixture(scope="session")
+def petct_cohort(tmp_path_factory) -> tuple[Path, Path]:
+    """(bids_dir, truth_dir) of SMALL_PETCT; read-only."""
+    return make_cohort(tmp_path_factory.mktemp("petct"), {"kind": "petct", **SMALL_PETCT})
 
 
 @pytest.fixture(scope="session")

@@ -284,3 +284,51 @@ def test_not_a_bids_root(tmp_path):
     (tmp_path / "dataset_description.json").write_text('{"Name": "x"}')
     with pytest.raises(InputError, match=r"has no 'BIDSVersion' field"):
         run(tmp_path)
+
+
+def test_petct_cohort_finds_ct_pet_and_the_gtv_derivative(petct_cohort):
+    bids, _ = petct_cohort
+    result = ingest(
+        bids,
+        required=["ct", "pet", "gtv"],
+        label="event",
+        required_columns=["survival_months"],
+        covariates=["age", "site"],
+    )
+    table = result.table
+    assert len(table) == 4
+    assert table.ct[0] == str(bids / "sub-001" / "ct" / "sub-001_ct.nii.gz")
+    assert table.pet[0] == str(bids / "sub-001" / "pet" / "sub-001_trc-FDG_pet.nii.gz")
+    assert table.gtv[0] == str(
+        bids / "derivatives/gtv/sub-001/ct/sub-001_space-CT_label-GTV_mask.nii.gz"
+    )
+    assert merge_sidecars(table.pet_sidecars[0].split(SIDECAR_SEPARATOR))["Units"] == "Bq/mL"
+    assert result.report["modalities_found"] == {"ct": 4, "pet": 4, "gtv": 4}
+
+
+def test_pet_without_its_required_sidecar(petct_cohort, tmp_path):
+    bids = tmp_path / "petct"
+    shutil.copytree(petct_cohort[0], bids)
+    (bids / "sub-003/pet/sub-003_trc-FDG_pet.json").unlink()
+    with pytest.raises(
+        InputError, match=r"sub-003_trc-FDG_pet.nii.gz: has no JSON sidecar \(BIDS requires"
+    ):
+        ingest(bids, required=["ct", "pet"], label="event")
+
+
+def test_ct_convention_is_configurable(petct_cohort, tmp_path):
+    """CT stored as anat/*_CT.nii.gz (another common convention) is found when configured."""
+    bids = tmp_path / "petct"
+    shutil.copytree(petct_cohort[0], bids)
+    for sub in ("sub-001", "sub-002", "sub-003", "sub-004"):
+        (bids / sub / "anat").mkdir()
+        for ext in (".nii.gz", ".json"):
+            (bids / sub / "ct" / f"{sub}_ct{ext}").rename(bids / sub / "anat" / f"{sub}_CT{ext}")
+    assert "ct" not in ingest(bids, required=[], label="event").table.columns
+    table = ingest(
+        bids,
+        required=["ct"],
+        label="event",
+        modality_overrides={"ct": {"datatype": "anat", "suffix": "CT"}},
+    ).table
+    assert table.ct[0].endswith("sub-001/anat/sub-001_CT.nii.gz")

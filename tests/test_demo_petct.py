@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from bids_validator import BIDSValidator
+from conftest import SMALL_PETCT
 from nibabel.affines import apply_affine
 from scipy import ndimage
 from scipy.stats import spearmanr
@@ -32,15 +33,6 @@ from neuroadapt.demo.spec import spec_from_mapping
 from neuroadapt.errors import ConfigError
 from neuroadapt.geometry import voxel_centres
 
-# Small grids keep the suite fast; same field of view as the demo. No nodes, so the GTV is
-# one blob and its PET and CT centroids can be compared directly.
-SMALL = dict(
-    n_subjects=4,
-    ct_shape=(84, 84, 40),
-    ct_spacing_mm=(2.0, 2.0, 3.75),
-    pet_shape=(44, 44, 42),
-    node_probability=0.0,
-)
 SMALL_CT = dict(n_subjects=4, ct_shape=(84, 84, 40), ct_spacing_mm=(2.0, 2.0, 3.75))
 
 PET_REQUIRED = (
@@ -97,10 +89,9 @@ def _generate(factory, generator, spec, name):
 
 
 @pytest.fixture(scope="module")
-def petct(tmp_path_factory):
-    spec = PetCtCohortSpec(**SMALL)
-    bids, truth = _generate(tmp_path_factory, generate_petct_cohort, spec, "petct")
-    return spec, bids, truth
+def petct(petct_cohort):
+    bids, truth = petct_cohort
+    return PetCtCohortSpec(**SMALL_PETCT), bids, truth
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +241,7 @@ def test_petct_deterministic_and_stable_when_cohort_grows(petct, tmp_path_factor
     assert _hashes(bids) == _hashes(bids2)
     assert _hashes(truth) == _hashes(truth2)
 
-    bigger = PetCtCohortSpec(**{**SMALL, "n_subjects": 5})
+    bigger = PetCtCohortSpec(**{**SMALL_PETCT, "n_subjects": 5})
     bids5, truth5 = _generate(tmp_path_factory, generate_petct_cohort, bigger, "petct5")
     first = {k: v for k, v in _hashes(bids).items() if "sub-001" in k}
     assert len(first) == 5  # CT + json, PET + json, mask
