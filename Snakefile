@@ -11,9 +11,11 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
+include: "workflow/rules/splits.smk"
 
 
 rule all:
     default_target: True
     input:
         ingest_outputs(),
+        split_outputs(),

@@ -181,7 +181,8 @@ def read_participants(bids_dir: Path, columns: Sequence[str]) -> pd.DataFrame:
         raise InputError(
             path,
             f"has no column '{missing[0]}' (needed as label, covariate or target)",
-            f"add the column or change the config (available: {', '.join(table.columns)})",
+            f"add the column, or change the config: label, covariates, the experiment target, "
+            f"or splits age_column/sex_column/group_by (available: {', '.join(table.columns)})",
         )
     return table
 

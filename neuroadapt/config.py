@@ -102,6 +102,7 @@ def validate_config(config: dict, schema_path: str | Path = SCHEMA_PATH) -> dict
 
 def _check_semantics(config: dict) -> None:
     from neuroadapt.demo import parse_spec
+    from neuroadapt.spec import spec_from_mapping
 
     datasets = config["datasets"]
     experiments = config["experiments"]
@@ -140,6 +141,15 @@ def _check_semantics(config: dict) -> None:
                 f"use one of: {', '.join(datasets)}",
             )
         task = experiment["task"]
+        if (task == "multilabel") != isinstance(experiment["target"], list):
+            raise ConfigError(
+                f"{where}.target",
+                "a multilabel task needs a list of 0/1 columns, other tasks one column",
+                "use target: [label_a, label_b] with task: multilabel, or a single column name",
+            )
+        from neuroadapt.splits import SplitSettings
+
+        spec_from_mapping(SplitSettings, experiment.get("splits"), f"{where}.splits")
         if "survival" in task and "survival" not in experiment:
             raise ConfigError(
                 f"{where}.survival",
@@ -173,22 +183,37 @@ def required_modalities(config: Mapping, dataset: str) -> list[str]:
         if experiment["dataset"] != dataset:
             continue
         needed |= {INPUT_MODALITY[name] for name in experiment["inputs"]}
-        if experiment["target"] in INPUT_MODALITY:
+        if _is_modality(experiment["target"]):
             needed.add(INPUT_MODALITY[experiment["target"]])
     return sorted(needed)
 
 
+def _is_modality(target) -> bool:
+    return isinstance(target, str) and target in INPUT_MODALITY
+
+
 def required_columns(config: Mapping, dataset: str) -> list[str]:
-    """participants.tsv columns the experiments on ``dataset`` need (targets, survival)."""
+    """participants.tsv columns the experiments on ``dataset`` need: targets, survival
+    outcome, and the columns the splits group or balance by."""
+    from neuroadapt.spec import spec_from_mapping
+    from neuroadapt.splits import SplitSettings
+
     columns = set()
-    for experiment in config["experiments"].values():
+    for name, experiment in config["experiments"].items():
         if experiment["dataset"] != dataset:
             continue
-        if experiment["target"] not in INPUT_MODALITY:
-            columns.add(experiment["target"])
+        target = experiment["target"]
+        if isinstance(target, list):
+            columns |= set(target)
+        elif not _is_modality(target):
+            columns.add(target)
         survival = experiment.get("survival")
         if survival:
             columns |= {survival["time"], survival["event"]}
+        splits = spec_from_mapping(
+            SplitSettings, experiment.get("splits"), f"experiments.{name}.splits"
+        )
+        columns |= {c for c in (splits.group_by, splits.age_column, splits.sex_column) if c}
     return sorted(columns)
 
 

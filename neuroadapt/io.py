@@ -1,9 +1,12 @@
-"""Atomic file writing: a reader never sees a half-written output."""
+"""Atomic writing of files and folders: a reader never sees a half-written output."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -19,4 +22,25 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(destination: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory under a temporary name and move it into place only on success.
+
+    A failed generation leaves nothing at ``destination`` (and removes its temporary
+    folder), so a half-written dataset can never be mistaken for a complete one.
+    """
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a dataset is meant to be shared
+    try:
+        yield staging
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(staging, destination)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -40,7 +40,8 @@ def test_default_config_is_valid_and_gets_defaults():
     ]
     assert required_modalities(config, "demo_petct") == ["ct", "gtv", "pet"]
     assert required_modalities(config, "demo_ct_pretrain") == []
-    assert required_columns(config, "demo_petct") == ["event", "survival_months"]
+    # targets, the survival outcome, and the columns the splits balance by
+    assert required_columns(config, "demo_petct") == ["age", "event", "sex", "survival_months"]
 
 
 @pytest.mark.parametrize(
@@ -128,4 +129,4 @@ def test_a_real_dataset_needs_only_a_path():
     }
     validate_config(config)
     assert config["datasets"]["adhd"]["covariates"] == []
-    assert required_columns(config, "adhd") == ["dx"]
+    assert required_columns(config, "adhd") == ["age", "dx", "sex"]

@@ -29,9 +29,9 @@ from neuroadapt.demo.petct import (
     draw_subjects,
     generate_petct_cohort,
 )
-from neuroadapt.demo.spec import spec_from_mapping
 from neuroadapt.errors import ConfigError
 from neuroadapt.geometry import voxel_centres
+from neuroadapt.spec import spec_from_mapping
 
 SMALL_CT = dict(n_subjects=4, ct_shape=(84, 84, 40), ct_spacing_mm=(2.0, 2.0, 3.75))
 

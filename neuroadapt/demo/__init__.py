@@ -11,8 +11,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from neuroadapt.demo.bidsio import atomic_directory
-from neuroadapt.demo.spec import spec_from_mapping
+from neuroadapt.io import atomic_directory
+from neuroadapt.spec import spec_from_mapping
 
 # kind -> (module, spec dataclass, generator function); imported on first use.
 _GENERATORS = {

@@ -7,12 +7,9 @@ regenerated demo does not look changed to Snakemake or git.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import nibabel as nib
@@ -145,24 +142,3 @@ def write_derivative_description(root: str | os.PathLike, name: str) -> None:
             "GeneratedBy": [{"Name": "neuroadapt", "Version": __version__, "CodeURL": CODE_URL}],
         },
     )
-
-
-@contextlib.contextmanager
-def atomic_directory(destination: str | os.PathLike) -> Iterator[Path]:
-    """Build a directory under a temporary name and move it into place only on success.
-
-    A failed generation leaves nothing at ``destination`` (and removes its temporary
-    folder), so a half-written dataset can never be mistaken for a complete one.
-    """
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.", dir=destination.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; a dataset is meant to be shared
-    try:
-        yield staging
-        if destination.exists():
-            shutil.rmtree(destination)
-        os.replace(staging, destination)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise

@@ -14,6 +14,7 @@ from neuroadapt.config import (
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 DATASETS = list(config["datasets"])
+EXPERIMENTS = list(config["experiments"])
 SYNTHETIC = [name for name, d in config["datasets"].items() if d.get("synthetic")]
 
 
@@ -36,9 +37,18 @@ def ingest_inputs(wildcards):
     return {"bids": root, "participants": f"{root}/participants.tsv"}
 
 
+def subjects_table(experiment):
+    """subjects.tsv of the dataset an experiment uses."""
+    return f"results/{config['experiments'][experiment]['dataset']}/subjects.tsv"
+
+
 def ingest_outputs():
     return expand(
         "results/{dataset}/{name}",
         dataset=DATASETS,
         name=["subjects.tsv", "validation.json"],
     )
+
+
+def split_outputs():
+    return expand("results/{experiment}/splits", experiment=EXPERIMENTS)

@@ -1,8 +1,10 @@
-"""Turning a config mapping into a generator's parameter dataclass, with clear errors."""
+"""Turning a config mapping into a settings dataclass (generator specs, split settings), with
+clear errors."""
 
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -32,15 +34,13 @@ def spec_from_mapping(cls: type[Spec], mapping: Mapping[str, Any] | None, where:
     for name, value in mapping.items():
         if isinstance(value, list):
             value = tuple(value)
-        expected = hints[name]
-        origin = typing.get_origin(expected) or expected
-        if origin is float and isinstance(value, int) and not isinstance(value, bool):
+        allowed = _allowed_types(hints[name])
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
-        if isinstance(origin, type) and not isinstance(value, origin):
+        if not isinstance(value, allowed):
+            names = " or ".join("null" if t is type(None) else t.__name__ for t in allowed)
             raise ConfigError(
-                f"{where}.{name}",
-                f"must be of type {origin.__name__}, got {value!r}",
-                f"give a {origin.__name__}",
+                f"{where}.{name}", f"must be {names}, got {value!r}", f"give a {names}"
             )
         values[name] = value
     spec = cls(**values)
@@ -48,3 +48,9 @@ def spec_from_mapping(cls: type[Spec], mapping: Mapping[str, Any] | None, where:
     if check is not None:
         check(where)
     return spec
+
+
+def _allowed_types(hint) -> tuple[type, ...]:
+    """Plain types a field accepts: ``float | None`` -> (float, NoneType)."""
+    members = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return tuple(typing.get_origin(m) or m for m in members)

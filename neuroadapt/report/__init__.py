@@ -1,0 +1,1 @@
+"""Figures and HTML for the reports."""
