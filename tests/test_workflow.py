@@ -61,6 +61,9 @@ def test_default_config_dry_run_plans_demo_and_ingestion(tmp_path):
     for dataset in ("demo_dwi", "demo_petct", "demo_ct_pretrain"):
         assert f"results/{dataset}/subjects.tsv" in out
     assert "demo_dataset        3" in out and "ingest              3" in out
+    for experiment in ("adhd_dti", "ad_multimodal", "hnc_petct"):
+        assert f"results/{experiment}/splits" in out
+    assert "splits              3" in out
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -90,6 +93,7 @@ def _experiment(dataset: str) -> dict:
         "target": "diagnosis",
         "task": "binary",
         "methods": ["lora"],
+        "splits": {"folds": 2, "p_threshold": 0.0},
     }
 
 
@@ -120,6 +124,9 @@ def test_generates_the_demo_and_ingests_it(tmp_path):
     report = json.loads((tmp_path / "results/demo_dwi/validation.json").read_text())
     assert report["required_modalities"] == ["dwi"]
     assert "rows kept" in (tmp_path / "logs/ingest/demo_dwi.log").read_text()
+    fold = pd.read_csv(tmp_path / "results/adhd_dti/splits/fold-2.tsv", sep="\t")
+    assert sorted(fold.participant_id) == list(table.participant_id)
+    assert (tmp_path / "results/adhd_dti/splits/balance.png").stat().st_size > 10_000
 
     # Nothing changed: nothing to do. A changed generator parameter regenerates the data.
     assert "Nothing to be done" in snakemake(*args, "-n").stdout
@@ -152,6 +159,7 @@ def test_ingests_a_users_bids_dataset_and_fails_clearly_on_a_bad_one(tiny_dwi, t
         "--configfile",
         str(path),
         "--replace-workflow-config",
+        "results/study/subjects.tsv",  # ingestion only: one class is too small to split
     )
     snakemake(*args)
     table = pd.read_csv(tmp_path / "results/study/subjects.tsv", sep="\t")
