@@ -308,24 +308,19 @@ def _assign(
 
     roles = []
     for k, part in enumerate(parts):
-        role = {}
         if settings.test_fraction:
             validation, test = part, held_out
         elif strategy == "grouped":
             test, validation = part, parts[(k + 1) % len(parts)]
         else:
             test = part
+            rest = pool.difference(part)
             validation = _carve(
-                subjects,
-                pool.difference(part),
-                settings.validation_fraction,
-                seed,
-                f"validation{k}",
+                subjects, rest, settings.validation_fraction, seed, f"validation{k}"
             )
-        for index in pool.union(held_out):
-            role[index] = (
-                "test" if index in test else "validation" if index in validation else "train"
-            )
+        role = pd.Series("train", index=pool.union(held_out))
+        role[validation] = "validation"
+        role[test] = "test"
         roles.append(role)
     return roles, strategy
 
@@ -420,9 +415,8 @@ def check_no_leakage(assignments: pd.DataFrame, subjects: pd.DataFrame, fixed_te
 # --------------------------------------------------------------------------- balance
 
 
-def balance_statistics(subjects: pd.DataFrame, roles: dict, settings: SplitSettings) -> dict:
+def balance_statistics(subjects: pd.DataFrame, role: pd.Series, settings: SplitSettings) -> dict:
     """Age and sex of the training part against the validation and test parts (p-values)."""
-    role = pd.Series(roles)
     result = {}
     for other in ("validation", "test"):
         train = subjects.loc[role.index[role == "train"]]
@@ -490,13 +484,15 @@ def make_splits(
             }
         )
         if worst >= settings.p_threshold:
-            assignments = pd.DataFrame(
-                [
-                    (subjects.participant_id[i], k + 1, role)
-                    for k, r in enumerate(roles)
-                    for i, role in r.items()
-                ],
-                columns=["participant_id", "fold", "role"],
+            assignments = pd.concat(
+                pd.DataFrame(
+                    {
+                        "participant_id": subjects.participant_id[r.index].to_numpy(),
+                        "fold": k + 1,
+                        "role": r.to_numpy(),
+                    }
+                )
+                for k, r in enumerate(roles)
             ).sort_values(["fold", "participant_id"], ignore_index=True)
             check_no_leakage(assignments, subjects, fixed_test=bool(settings.test_fraction))
             return Splits(assignments, subjects, seed, attempts, strategy)
