@@ -332,3 +332,17 @@ def test_ct_convention_is_configurable(petct_cohort, tmp_path):
         modality_overrides={"ct": {"datatype": "anat", "suffix": "CT"}},
     ).table
     assert table.ct[0].endswith("sub-001/anat/sub-001_CT.nii.gz")
+
+
+def test_row_names_for_per_subject_jobs(tiny_dwi, tmp_path):
+    from neuroadapt.bids import find_row, row_folder, row_prefix
+
+    assert row_prefix("sub-01", None) == "sub-01" and row_folder("sub-01", None) == "sub-01"
+    assert row_prefix("sub-01", "ses-2") == "sub-01_ses-2"
+    assert row_folder("sub-01", "ses-2") == "sub-01/ses-2"
+    result = run(tiny_dwi)
+    write_outputs(result, tmp_path / "subjects.tsv", tmp_path / "validation.json")
+    table = read_subjects_table(tmp_path / "subjects.tsv")
+    assert find_row(table, "sub-003").dwi.endswith("sub-003_dwi.nii.gz")
+    with pytest.raises(InputError, match="sub-009 is not in the subjects table"):
+        find_row(table, "sub-009")

@@ -3,6 +3,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
+from neuroadapt.bids import find_row, read_subjects_table, row_folder, row_prefix
 from neuroadapt.config import (
     DEMO_ROOT,
     dataset_dir,
@@ -52,3 +53,35 @@ def ingest_outputs():
 
 def split_outputs():
     return expand("results/{experiment}/splits", experiment=EXPERIMENTS)
+
+
+# Per-subject rules: their jobs come from subjects.tsv (the ingest checkpoint), one job per
+# row, and each job's inputs are that row's own files, so a changed subject reruns only its
+# own chain. Wildcards: {dataset}, {folder} (sub-01 or sub-01/ses-02), {prefix}
+# (sub-01 or sub-01_ses-02).
+
+
+wildcard_constraints:
+    folder="sub-[A-Za-z0-9]+(/ses-[A-Za-z0-9]+)?",
+    prefix="sub-[A-Za-z0-9]+(_ses-[A-Za-z0-9]+)?",
+
+
+def ingested(dataset):
+    """subjects.tsv of ``dataset`` as a table, once the ingest checkpoint has run."""
+    return read_subjects_table(checkpoints.ingest.get(dataset=dataset).output.table)
+
+
+def ingested_row(wildcards):
+    """The subjects.tsv row of a per-subject job ({dataset} and {prefix} wildcards)."""
+    return find_row(ingested(wildcards.dataset), wildcards.prefix)
+
+
+def per_row(dataset, pattern):
+    """``pattern`` formatted for every row of the dataset (keys: dataset, folder, prefix)."""
+    table = ingested(dataset)
+    return [
+        pattern.format(
+            dataset=dataset, folder=row_folder(p, s), prefix=row_prefix(p, s)
+        )
+        for p, s in zip(table.participant_id, table.session_id)
+    ]
