@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from neuroadapt.errors import InputError
+from neuroadapt.subjects import find_row, read_subjects_table, row_folder, row_prefix  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -689,28 +690,3 @@ def write_outputs(result: IngestResult, table_path: str | Path, report_path: str
         table_path, result.table.to_csv(sep="\t", index=False, na_rep="n/a", lineterminator="\n")
     )
     atomic_write_text(report_path, json.dumps(result.report, indent=2, sort_keys=True) + "\n")
-
-
-def read_subjects_table(path: str | Path) -> pd.DataFrame:
-    """Read a subjects.tsv written by :func:`write_outputs`."""
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["n/a"])
-
-
-def row_prefix(participant_id: str, session_id: str | None) -> str:
-    """BIDS file-name prefix of a subjects.tsv row: ``sub-01`` or ``sub-01_ses-02``."""
-    return participant_id + (f"_{session_id}" if isinstance(session_id, str) and session_id else "")
-
-
-def row_folder(participant_id: str, session_id: str | None) -> str:
-    """BIDS folder of a subjects.tsv row: ``sub-01`` or ``sub-01/ses-02``."""
-    return participant_id + (f"/{session_id}" if isinstance(session_id, str) and session_id else "")
-
-
-def find_row(table: pd.DataFrame, prefix: str) -> pd.Series:
-    """The subjects.tsv row whose :func:`row_prefix` is ``prefix``."""
-    prefixes = [
-        row_prefix(p, s) for p, s in zip(table.participant_id, table.session_id, strict=True)
-    ]
-    if prefix not in prefixes:
-        raise InputError(None, f"{prefix} is not in the subjects table", "rerun ingestion")
-    return table.iloc[prefixes.index(prefix)]

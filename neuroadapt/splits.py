@@ -587,8 +587,8 @@ def split_experiment(
     name: str, experiment: dict, table_path: str | Path, out_dir: str | Path
 ) -> Splits:
     """The splits rule: read subjects.tsv, draw the folds of experiment ``name``, write them."""
-    from neuroadapt.bids import read_subjects_table
     from neuroadapt.spec import spec_from_mapping
+    from neuroadapt.subjects import read_subjects_table
 
     where = f"experiments.{name}.splits"
     settings = spec_from_mapping(SplitSettings, experiment.get("splits"), where)

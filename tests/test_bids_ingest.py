@@ -14,14 +14,9 @@ import pandas as pd
 import pytest
 from conftest import TINY_DWI, make_cohort
 
-from neuroadapt.bids import (
-    SIDECAR_SEPARATOR,
-    ingest,
-    merge_sidecars,
-    read_subjects_table,
-    write_outputs,
-)
+from neuroadapt.bids import SIDECAR_SEPARATOR, ingest, merge_sidecars, write_outputs
 from neuroadapt.errors import InputError
+from neuroadapt.subjects import read_subjects_table
 
 DWI_NEEDS = ["dwi", "t1w", "report", "clinical", "genetics"]
 
@@ -335,7 +330,7 @@ def test_ct_convention_is_configurable(petct_cohort, tmp_path):
 
 
 def test_row_names_for_per_subject_jobs(tiny_dwi, tmp_path):
-    from neuroadapt.bids import find_row, row_folder, row_prefix
+    from neuroadapt.subjects import find_row, row_folder, row_prefix
 
     assert row_prefix("sub-01", None) == "sub-01" and row_folder("sub-01", None) == "sub-01"
     assert row_prefix("sub-01", "ses-2") == "sub-01_ses-2"

@@ -3,7 +3,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from neuroadapt.bids import find_row, read_subjects_table, row_folder, row_prefix
+from neuroadapt.subjects import find_row, read_subjects_table, row_folder, row_prefix
 from neuroadapt.config import (
     DEMO_ROOT,
     dataset_dir,
