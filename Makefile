@@ -16,7 +16,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet "$(TORCH_SPEC)"
-	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet -e ".[dev]"
+	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet -e ".[dev,slurm]"
 	touch $(STAMP)
 
 demo: $(STAMP)

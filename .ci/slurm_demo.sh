@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Run the demo workflow through a real one-node SLURM with the SLURM executor plugin (no
+# conda: no conda channel is reachable on CI machines), check with sacct that the jobs ran
+# as SLURM jobs, then check that a failing job stops the run with its SLURM log, is retried,
+# leaves no partial output, and that a rerun after the fix completes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SNAKEMAKE=.venv/bin/snakemake
+LIMIT=${SLURM_DEMO_TIMEOUT:-1500}  # seconds; a hung status check must not hang CI
+
+bash .ci/slurm_up.sh >/dev/null
+
+# The repository's SLURM profile, minus conda.
+profile=$(mktemp -d)
+grep -v '^software-deployment-method' profiles/slurm/config.yaml >"$profile/config.yaml"
+
+count_jobs() {  # count_jobs START [STATE]: SLURM jobs since START (allocations only)
+    sacct -n -X -S "$1" -o JobID,State --parsable2 | awk -F'|' -v s="${2:-}" 's == "" || $2 == s' | wc -l
+}
+
+echo "== demo workflow on SLURM"
+start=$(date +%Y-%m-%dT%H:%M:%S); t0=$(date +%s)
+timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" --forceall >logs_slurm_demo.txt 2>&1 || {
+    tail -40 logs_slurm_demo.txt; echo "demo on SLURM failed"; exit 1; }
+wall=$(( $(date +%s) - t0 ))
+jobs=$(count_jobs "$start"); done_jobs=$(count_jobs "$start" COMPLETED)
+echo "SLURM jobs: $jobs (completed: $done_jobs), wall time: ${wall} s"
+sacct -n -X -S "$start" -o JobID,Comment%60,State,ReqTRES%50 | sed 's/^/  /'
+[ "$jobs" -gt 0 ] && [ "$jobs" -eq "$done_jobs" ] || { echo "not every job completed"; exit 1; }
+# GPU rules (training) must have asked SLURM for a GPU.
+gpu_less=$(sacct -n -X -S "$start" -o Comment%200,ReqTRES%200 --parsable2 \
+    | awk -F'|' '$1 ~ /^rule_train/ && $2 !~ /gres\/gpu/' | wc -l)
+[ "$gpu_less" -eq 0 ] || { echo "$gpu_less training job(s) ran without a GPU request"; exit 1; }
+test -s results/adhd_dti/splits/fold-1.tsv
+
+echo "== a failing job on SLURM"
+work=$(mktemp -d)
+cp -r resources/demo/demo_dwi "$work/bids"
+rm "$work/bids/sub-002/dwi/sub-002_dwi.bvec"
+cat >"$work/config.yaml" <<CONF
+datasets:
+  study: {bids_dir: $work/bids, label: diagnosis, covariates: [age, sex, site]}
+experiments:
+  dti: {dataset: study, inputs: [fa, md], target: diagnosis, task: binary, methods: [lora],
+        splits: {folds: 2, p_threshold: 0.0}}
+CONF
+start=$(date +%Y-%m-%dT%H:%M:%S)
+run_study() { timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" --directory "$work" \
+    --snakefile "$PWD/Snakefile" --configfile "$work/config.yaml" --replace-workflow-config \
+    results/study/subjects.tsv >"$work/out.txt" 2>&1; }
+if run_study; then echo "the broken dataset did not fail"; exit 1; fi
+grep -q "sub-002_dwi.nii.gz: has no .bvec file" "$work"/logs/slurm/*/*/*.log \
+    || { echo "the SLURM log lacks the error"; exit 1; }
+grep -q "logs/slurm/" "$work/out.txt" || { echo "the message does not name the SLURM log"; exit 1; }
+attempts=$(count_jobs "$start" FAILED)
+[ "$attempts" -eq 2 ] || { echo "expected 1 try + 1 retry, got $attempts failed jobs"; exit 1; }
+[ ! -e "$work/results/study/subjects.tsv" ] || { echo "partial output left behind"; exit 1; }
+echo "failed as expected: $attempts attempts (retries: 1), SLURM log named, no partial output"
+cp resources/demo/demo_dwi/sub-002/dwi/sub-002_dwi.bvec "$work/bids/sub-002/dwi/"
+run_study || { tail -30 "$work/out.txt"; echo "rerun after the fix failed"; exit 1; }
+echo "rerun after the fix completed"
