@@ -9,6 +9,7 @@ SNAKEMAKE=.venv/bin/snakemake
 LIMIT=${SLURM_DEMO_TIMEOUT:-1500}  # seconds; a hung status check must not hang CI
 
 bash .ci/slurm_up.sh >/dev/null
+mkdir -p logs
 
 # The repository's SLURM profile, minus conda.
 profile=$(mktemp -d)
@@ -20,8 +21,8 @@ count_jobs() {  # count_jobs START [STATE]: SLURM jobs since START (allocations 
 
 echo "== demo workflow on SLURM"
 start=$(date +%Y-%m-%dT%H:%M:%S); t0=$(date +%s)
-timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" --forceall >logs_slurm_demo.txt 2>&1 || {
-    tail -40 logs_slurm_demo.txt; echo "demo on SLURM failed"; exit 1; }
+timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" --forceall >logs/slurm_demo.txt 2>&1 || {
+    tail -40 logs/slurm_demo.txt; echo "demo on SLURM failed"; exit 1; }
 wall=$(( $(date +%s) - t0 ))
 jobs=$(count_jobs "$start"); done_jobs=$(count_jobs "$start" COMPLETED)
 echo "SLURM jobs: $jobs (completed: $done_jobs), wall time: ${wall} s"
