@@ -21,19 +21,9 @@ import pandas as pd
 
 from neuroadapt.bids import ingest
 from neuroadapt.demo import generate_cohort
+from neuroadapt.demo.dwi import TINY
 
-TEMPLATE = {
-    "kind": "dwi",
-    "n_subjects": 4,
-    "n_sites": 1,
-    "shape": [16, 20, 16],
-    "voxel_mm": 9.0,
-    "t1w_voxel_mm": 9.0,
-    "n_b1000": 6,
-    "n_b2000": 2,
-    "n_b0": 1,
-    "supersample": 1,
-}
+TEMPLATE = {"kind": "dwi", **TINY}
 
 
 def make_tree(template: Path, root: Path, n_subjects: int) -> Path:

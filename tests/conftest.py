@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from neuroadapt.demo import generate_cohort
+from neuroadapt.demo.dwi import TINY
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -15,18 +16,7 @@ REPO = Path(__file__).resolve().parent.parent
 # planted effect and the tissue model are realistic.
 SMALL_DWI = {"kind": "dwi", "n_subjects": 4, "n_sites": 1}
 # Tiny grids for tests that only need valid files quickly.
-TINY_DWI = {
-    "kind": "dwi",
-    "n_subjects": 4,
-    "n_sites": 1,
-    "shape": [16, 20, 16],
-    "voxel_mm": 9.0,
-    "t1w_voxel_mm": 9.0,
-    "n_b1000": 6,
-    "n_b2000": 2,
-    "n_b0": 1,
-    "supersample": 1,
-}
+TINY_DWI = {"kind": "dwi", **TINY}
 # Small PET/CT grids with the demo's field of view. No nodes, so the GTV is one blob and
 # its PET and CT centroids can be compared directly.
 SMALL_PETCT = {
