@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/splits.smk"
+include: "workflow/rules/petct.smk"
 
 
 rule all:
@@ -19,3 +20,4 @@ rule all:
     input:
         ingest_outputs(),
         split_outputs(),
+        petct_outputs,

@@ -85,3 +85,48 @@ def per_row(dataset, pattern):
         )
         for p, s in zip(table.participant_id, table.session_id)
     ]
+
+
+# CT/PET (workflow/rules/petct.smk): datasets some experiment feeds both ct and pet.
+PETCT_DATASETS = sorted(
+    {
+        e["dataset"]
+        for e in config["experiments"].values()
+        if {"ct", "pet"} <= set(e["inputs"])
+    }
+)
+PETCT_ROOT = "results/{dataset}/derivatives/neuroadapt"
+PETCT_TENSOR = "results/{dataset}/derivatives/neuroadapt/{folder}/tensors/{prefix}_space-box_desc-ctpet_tensor.npy"
+
+
+def petct_inputs(wildcards):
+    """The row's CT, PET (+ sidecars) and GTV mask when it has one."""
+    from neuroadapt.petct.pipeline import check_pair
+
+    row = ingested_row(wildcards)
+    ct, pet = row.get("ct"), row.get("pet")
+    check_pair(
+        ct if isinstance(ct, str) else None, pet if isinstance(pet, str) else None
+    )
+    inputs = {"ct": ct, "pet": pet, "sidecars": pet_sidecars(wildcards)}
+    if isinstance(row.get("gtv"), str):
+        inputs["gtv"] = row["gtv"]
+    return inputs
+
+
+def pet_sidecars(wildcards):
+    sidecars = ingested_row(wildcards).get("pet_sidecars")
+    return sidecars.split(";") if isinstance(sidecars, str) else []
+
+
+def petct_outputs(wildcards):
+    """Every PET/CT subject's tensors and each dataset's description (an input function:
+    the rows come from the ingest checkpoint)."""
+    return [
+        path
+        for dataset in PETCT_DATASETS
+        for path in [
+            f"{PETCT_ROOT.format(dataset=dataset)}/dataset_description.json",
+            *per_row(dataset, PETCT_TENSOR),
+        ]
+    ]
