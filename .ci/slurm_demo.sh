@@ -21,11 +21,15 @@ count_jobs() {  # count_jobs START [STATE]: SLURM jobs since START (allocations 
 
 echo "== demo workflow on SLURM"
 start=$(date +%Y-%m-%dT%H:%M:%S); t0=$(date +%s)
-timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" --forceall >logs/slurm_demo.txt 2>&1 || {
+# Grouped per-subject jobs must fit this node: cap them at its cores and most of its memory.
+node_caps=(--cores "$(nproc)" --resources mem_mb=$(( $(free -m | awk '/Mem:/ {print $2}') / 2 )))
+timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" "${node_caps[@]}" --forceall \
+    >logs/slurm_demo.txt 2>&1 || {
     tail -40 logs/slurm_demo.txt; echo "demo on SLURM failed"; exit 1; }
 wall=$(( $(date +%s) - t0 ))
 jobs=$(count_jobs "$start"); done_jobs=$(count_jobs "$start" COMPLETED)
-echo "SLURM jobs: $jobs (completed: $done_jobs), wall time: ${wall} s"
+steps=$(grep -o '[0-9]* of [0-9]* steps (100%) done' logs/slurm_demo.txt | tail -1 | cut -d' ' -f3)
+echo "Snakemake jobs: $steps; SLURM jobs: $jobs (completed: $done_jobs); wall time: ${wall} s"
 sacct -n -X -S "$start" -o JobID,Comment%60,State,ReqTRES%50 | sed 's/^/  /'
 [ "$jobs" -gt 0 ] && [ "$jobs" -eq "$done_jobs" ] || { echo "not every job completed"; exit 1; }
 # GPU rules (training) must have asked SLURM for a GPU.
@@ -46,7 +50,7 @@ experiments:
         splits: {folds: 2, p_threshold: 0.0}}
 CONF
 start=$(date +%Y-%m-%dT%H:%M:%S)
-run_study() { timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" --directory "$work" \
+run_study() { timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" "${node_caps[@]}" --directory "$work" \
     --snakefile "$PWD/Snakefile" --configfile "$work/config.yaml" --replace-workflow-config \
     results/study/subjects.tsv >"$work/out.txt" 2>&1; }
 if run_study; then echo "the broken dataset did not fail"; exit 1; fi
