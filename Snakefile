@@ -13,6 +13,7 @@ include: "workflow/rules/demo.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/petct.smk"
+include: "workflow/rules/dwi.smk"
 
 
 rule all:
@@ -21,3 +22,4 @@ rule all:
         ingest_outputs(),
         split_outputs(),
         petct_outputs,
+        dwi_outputs,

@@ -14,7 +14,7 @@ with logged(snakemake.log) as log:
         pet_path=snakemake.input.pet,
         pet_sidecars=snakemake.params.pet_sidecars,
         gtv_path=snakemake.input.get("gtv"),
-        settings=settings_from_config(snakemake.config.get("petct")),
+        settings=settings_from_config(snakemake.params.settings),
         outputs={key: snakemake.output[key] for key in OUTPUT_KEYS},
         threads=snakemake.threads,
     )

@@ -130,3 +130,42 @@ def petct_outputs(wildcards):
             *per_row(dataset, PETCT_TENSOR),
         ]
     ]
+
+
+# Diffusion (workflow/rules/dwi.smk): datasets some experiment feeds a tensor map.
+DWI_INPUTS = {"fa", "md", "ad", "rd"}
+DWI_DATASETS = sorted(
+    {
+        e["dataset"]
+        for e in config["experiments"].values()
+        if DWI_INPUTS & set(e["inputs"])
+    }
+)
+DWI_ROOT = "results/{dataset}/derivatives/neuroadapt"
+DWI_DIR = "results/{dataset}/derivatives/neuroadapt/{folder}/dwi"
+DWI_TENSOR = "results/{dataset}/derivatives/neuroadapt/{folder}/tensors/{prefix}_space-box_desc-famd_tensor.npy"
+
+
+def dwi_inputs(wildcards):
+    """The row's DWI series with its .bval/.bvec."""
+    row = ingested_row(wildcards)
+    return {"dwi": row["dwi"], "bval": row["dwi_bval"], "bvec": row["dwi_bvec"]}
+
+
+def dwi_sidecars(wildcards):
+    sidecars = ingested_row(wildcards).get("dwi_sidecars")
+    return sidecars.split(";") if isinstance(sidecars, str) else []
+
+
+def dwi_outputs(wildcards):
+    """Every DWI subject's model-ready tensors (the rule's other outputs come with them)
+    and each dataset's description (an input function: rows come from the ingest checkpoint).
+    """
+    return [
+        path
+        for dataset in DWI_DATASETS
+        for path in [
+            f"{DWI_ROOT.format(dataset=dataset)}/dataset_description.json",
+            *per_row(dataset, DWI_TENSOR),
+        ]
+    ]

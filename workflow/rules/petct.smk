@@ -40,5 +40,6 @@ rule petct:
     threads: 1
     params:
         pet_sidecars=pet_sidecars,
+        settings=config["petct"],
     script:
         "../../scripts/petct.py"

@@ -1,0 +1,307 @@
+"""One subject end to end, as the ``dwi`` rule runs it: check the inputs, run the nipype
+workflow in a temporary work directory, then write the BIDS-derivatives outputs.
+
+The inputs are checked before anything runs (a bad file is an InputError naming it), and
+every output is first written under a temporary name beside its destination and renamed
+only when all of them are ready, so a failure leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from neuroadapt import CODE_URL, __version__
+from neuroadapt.bids import merge_sidecars
+from neuroadapt.dwi import gradients, model_ready, motion, qc
+from neuroadapt.dwi.settings import DwiSettings
+from neuroadapt.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MAPS = ("fa", "md", "ad", "rd", "rgb")
+# Output keys of :func:`process_subject` (the rule's named outputs).
+OUTPUT_KEYS = (
+    "preproc",
+    "bval",
+    "bvec",
+    "preproc_json",
+    "b0",
+    "mask",
+    *MAPS,
+    *(f"{name}_json" for name in MAPS),
+    "confounds",
+    "confounds_json",
+    "imageqc",
+    "tensor_figure",
+    "motion_figure",
+    "model_npy",
+    "model_nii",
+    "model_json",
+)
+_MAP_INFO = {
+    "fa": ("fractional anisotropy", "arbitrary"),
+    "md": ("mean diffusivity", "mm^2/s"),
+    "ad": ("axial diffusivity (largest eigenvalue)", "mm^2/s"),
+    "rd": ("radial diffusivity (mean of the two smaller eigenvalues)", "mm^2/s"),
+    "rgb": ("colour FA: |principal eigenvector| x FA, RGB along the RAS axes", "arbitrary"),
+}
+
+
+def write_description(path: str | Path, dataset: str) -> None:
+    """``dataset_description.json`` of a dataset's neuroadapt derivatives."""
+    description = {
+        "Name": f"neuroadapt derivatives of {dataset}",
+        "BIDSVersion": "1.10.0",
+        "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "neuroadapt", "Version": __version__, "CodeURL": CODE_URL}],
+    }
+    atomic_write_text(path, json.dumps(description, indent=2) + "\n")
+
+
+def process_subject(
+    dwi: str,
+    bval: str,
+    bvec: str,
+    sidecars: Sequence[str],
+    settings: DwiSettings,
+    outputs: Mapping[str, str],
+    subject: str,
+    work_root: str | None = None,
+    keep_work: bool = False,
+) -> dict:
+    """Preprocess one DWI series and write ``outputs`` (keys: :data:`OUTPUT_KEYS`).
+
+    Returns a summary: per-step seconds (``timings``), the image-QC row and the noise sigma.
+    """
+    from neuroadapt.dwi.workflow import build_workflow, run_workflow
+
+    gradients.load_dwi(dwi, bval, bvec, settings.b0_threshold)  # InputError before any work
+    acquisition = merge_sidecars(sidecars) if sidecars else {}
+    work = Path(tempfile.mkdtemp(prefix=f"neuroadapt-dwi-{subject}-", dir=work_root))
+    try:
+        workflow = build_workflow(dwi, bval, bvec, settings, work)
+        started = time.perf_counter()
+        results = run_workflow(workflow)
+        total = time.perf_counter() - started
+        timings = _node_seconds(work / workflow.name, results)
+        summary = _write_outputs(
+            results, settings, outputs, subject, [dwi, bval, bvec], acquisition
+        )
+    finally:
+        if not keep_work:
+            shutil.rmtree(work, ignore_errors=True)
+    summary["timings"] = timings | {"workflow_total": total}
+    return summary
+
+
+def _node_seconds(folder: Path, results: Mapping[str, dict]) -> dict[str, float]:
+    """Seconds each node's interface ran, from nipype's runtime records."""
+    import gzip
+    import pickle
+
+    seconds = {}
+    for name in results:
+        for result in (folder / name).glob("result_*.pklz"):
+            with gzip.open(result) as stream:
+                runtime = pickle.load(stream).runtime
+            seconds[name] = float(getattr(runtime, "duration", float("nan")))
+    return seconds
+
+
+def _final(results: Mapping[str, dict], settings: DwiSettings) -> tuple[str, str, str]:
+    """The preprocessed series (file, bval, bvec): the last step that ran."""
+    order = ["conform", "denoise", "unring", "motion"]
+    last = [name for name in order if name in results][-1]
+    gradient_node = "motion" if "motion" in results else "conform"
+    return (
+        results[last]["dwi_file"],
+        results[gradient_node]["bval_file"],
+        results[gradient_node]["bvec_file"],
+    )
+
+
+def _write_outputs(results, settings, outputs, subject, sources, acquisition) -> dict:
+    dwi_file, bval_file, bvec_file = _final(results, settings)
+    series = nib.load(dwi_file)
+    affine = series.affine
+    bvals = np.loadtxt(bval_file, ndmin=1)
+    n = len(bvals)
+    if "motion" in results:
+        transforms = np.load(results["motion"]["transforms_file"])
+    else:
+        transforms = np.repeat(np.eye(4)[None], n, axis=0)
+    parameters = motion.motion_parameters(transforms)
+    fd = motion.framewise_displacement(parameters)
+    confounds = qc.confounds_table(bvals, parameters, fd)
+
+    brain = np.asarray(nib.load(results["mask"]["mask_file"]).dataobj) > 0
+    head = np.asarray(nib.load(results["conform"]["head_mask_file"]).dataobj) > 0
+    raw = nib.load(results["conform"]["dwi_file"])
+    first_b0 = int(np.flatnonzero(bvals <= settings.b0_threshold)[0])
+    snr = qc.b0_snr(np.asarray(raw.dataobj[..., first_b0], dtype=np.float32), brain, ~head)
+    maps = {name: nib.load(results["tensor"][f"{name}_file"]) for name in MAPS}
+    fa = np.asarray(maps["fa"].dataobj)
+    md = np.asarray(maps["md"].dataobj)
+    nonphysical = int(results["tensor"]["nonphysical"])
+    qc_row = qc.image_qc_row(subject, fd, snr, fa, brain, nonphysical, settings.qc)
+    tensor, box = model_ready.model_ready(fa, md, brain, affine, settings.model_ready)
+
+    steps = {
+        "Reorientation": "closest canonical RAS+ (nibabel), b-vectors rotated",
+        "Denoising": asdict(settings.denoise)
+        | {"NoiseSigma": results.get("denoise", {}).get("noise_sigma")},
+        "GibbsUnringing": settings.gibbs_unringing,
+        "MotionCorrection": asdict(settings.motion)
+        | {"Method": "rigid, dipy affine_registration (MI) to the b0 / tensor prediction"},
+        "BrainMask": asdict(settings.mask) | {"Method": "dipy median_otsu on the mean b0"},
+    }
+    tensor_info = asdict(settings.tensor) | {
+        "Model": "diffusion tensor (dipy TensorModel)",
+        "VolumesUsed": results["tensor"]["volumes_used"],
+        "NonphysicalVoxels": nonphysical,
+        "FAClipped": [0, 1],
+    }
+    common = {"Sources": [str(s) for s in sources], "neuroadapt": __version__}
+
+    staged: list[tuple[str, str]] = []
+    try:
+        stage = _Stager(staged)
+        stage.nifti(outputs["preproc"], np.asarray(series.dataobj, np.float32), affine)
+        stage.copy(outputs["bval"], bval_file)
+        stage.copy(outputs["bvec"], bvec_file)
+        stage.json(
+            outputs["preproc_json"],
+            {k: acquisition[k] for k in sorted(acquisition) if k != "SliceTiming"}
+            | common
+            | {"Steps": steps},
+        )
+        stage.copy_nifti(outputs["b0"], results["mask"]["b0_file"])
+        stage.nifti(outputs["mask"], brain, affine, np.uint8)
+        for name in MAPS:
+            stage.nifti(outputs[name], np.asarray(maps[name].dataobj, np.float32), affine)
+            description, units = _MAP_INFO[name]
+            stage.json(
+                outputs[f"{name}_json"],
+                common | {"Description": description, "Units": units, "Tensor": tensor_info},
+            )
+        stage.text(outputs["confounds"], confounds.to_csv(sep="\t", index=False, na_rep="n/a"))
+        stage.json(outputs["confounds_json"], _confounds_sidecar())
+        stage.text(
+            outputs["imageqc"],
+            _tsv_row(qc_row),
+        )
+        stage.figure(outputs["tensor_figure"], lambda p: qc.tensor_figure(fa, md, brain, p))
+        stage.figure(outputs["motion_figure"], lambda p: qc.motion_figure(confounds, p))
+        stage.npy(outputs["model_npy"], tensor)
+        stage.nifti(
+            outputs["model_nii"], np.moveaxis(tensor, 0, -1).astype(np.float32), box, np.float32
+        )
+        stage.json(
+            outputs["model_json"],
+            common
+            | {
+                "Space": "brain box: isotropic RAS grid over the brain mask's bounding box "
+                f"plus {settings.model_ready.margin_mm:g} mm, in the subject's DWI space",
+                "TensorChannels": list(model_ready.CHANNELS),
+                "TensorShape": list(tensor.shape),
+                "TensorDtype": "float16",
+                "Affine": box.tolist(),
+                "Normalisation": {
+                    "fa": "as is, clipped to [0, 1], 0 outside the brain mask",
+                    "md": f"divided by {settings.model_ready.md_scale:g} mm^2/s, clipped to "
+                    "[0, 1], 0 outside the brain mask",
+                },
+            },
+        )
+        for staging, destination in staged:
+            os.replace(staging, destination)
+    except BaseException:
+        for staging, _ in staged:
+            Path(staging).unlink(missing_ok=True)
+        raise
+    return {"qc": qc_row, "noise_sigma": steps["Denoising"]["NoiseSigma"]}
+
+
+def _tsv_row(row: Mapping) -> str:
+    values = ["n/a" if isinstance(v, float) and not np.isfinite(v) else v for v in row.values()]
+    return "\t".join(row) + "\n" + "\t".join(str(v) for v in values) + "\n"
+
+
+def _confounds_sidecar() -> dict:
+    columns = {
+        name: {"Description": f"translation along {name[-1]} (reference -> volume)", "Units": "mm"}
+        for name in motion.PARAMETER_NAMES[:3]
+    } | {
+        name: {"Description": f"rotation about {name[-1]} (Euler xyz)", "Units": "rad"}
+        for name in motion.PARAMETER_NAMES[3:]
+    }
+    return {
+        "bval": {"Description": "b-value of the volume", "Units": "s/mm^2"},
+        **columns,
+        "framewise_displacement": {
+            "Description": "Power et al. (2012) framewise displacement, 50 mm head radius",
+            "Units": "mm",
+        },
+    }
+
+
+class _Stager:
+    """Writes each output to a hidden temporary name beside its destination."""
+
+    def __init__(self, staged: list[tuple[str, str]]):
+        self.staged = staged
+
+    def _path(self, destination: str) -> str:
+        folder = Path(destination).parent
+        folder.mkdir(parents=True, exist_ok=True)
+        name = Path(destination).name
+        suffix = ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+        handle, staging = tempfile.mkstemp(prefix=f".{name}.", suffix=suffix, dir=folder)
+        os.close(handle)
+        os.chmod(staging, 0o644)
+        self.staged.append((staging, destination))
+        return staging
+
+    def nifti(self, destination, data, affine, dtype=np.float32):
+        image = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
+        image.header.set_xyzt_units("mm", "sec")
+        nib.save(image, self._path(destination))
+
+    def copy_nifti(self, destination, source):
+        image = nib.load(source)
+        self.nifti(destination, np.asarray(image.dataobj), image.affine)
+
+    def copy(self, destination, source):
+        shutil.copyfile(source, self._path(destination))
+
+    def text(self, destination, text):
+        Path(self._path(destination)).write_text(text)
+
+    def json(self, destination, payload):
+        self.text(destination, json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n")
+
+    def npy(self, destination, array):
+        with open(self._path(destination), "wb") as stream:
+            np.save(stream, array)
+
+    def figure(self, destination, draw):
+        draw(self._path(destination))
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,109 @@
+"""Confounds table, the image-QC row and QC figures of one subject."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from neuroadapt.dwi.motion import PARAMETER_NAMES
+from neuroadapt.dwi.settings import QcSettings
+
+# Std of a Rayleigh (background, zero-signal Rician) variable in units of the Gaussian sigma.
+_RAYLEIGH_STD = np.sqrt(2 - np.pi / 2)
+
+
+def confounds_table(bvals: np.ndarray, parameters: np.ndarray, fd: np.ndarray) -> pd.DataFrame:
+    """One row per volume: b-value, motion parameters (mm, radians), framewise displacement."""
+    table = pd.DataFrame(parameters, columns=list(PARAMETER_NAMES))
+    table.insert(0, "bval", bvals)
+    table["framewise_displacement"] = fd
+    return table
+
+
+def b0_snr(b0: np.ndarray, mask: np.ndarray, background: np.ndarray) -> float:
+    """Mean b0 signal in the brain over the noise sigma estimated from the background
+    (zero-signal magnitude noise is Rayleigh distributed). Written by hand after dipy's
+    SNR example; NaN when there is no background to measure."""
+    noise = b0[background]
+    if noise.size < 50 or not mask.any():
+        return float("nan")
+    sigma = noise.std() / _RAYLEIGH_STD
+    return float(b0[mask].mean() / sigma) if sigma > 0 else float("inf")
+
+
+def image_qc_row(
+    subject: str,
+    fd: np.ndarray,
+    snr: float,
+    fa: np.ndarray,
+    mask: np.ndarray,
+    nonphysical: int,
+    settings: QcSettings,
+) -> dict:
+    """The subject's image-QC values and outlier flags (1 = outside the configured limit)."""
+    inside = int(mask.sum())
+    fraction = nonphysical / inside if inside else 1.0
+    row = {
+        "participant": subject,
+        "mean_fd": float(fd.mean()),
+        "max_fd": float(fd.max()),
+        "b0_snr": float(snr),
+        "mean_fa": float(fa[mask].mean()) if inside else float("nan"),
+        "mask_voxels": inside,
+        "nonphysical_voxels": int(nonphysical),
+        "nonphysical_fraction": float(fraction),
+    }
+    row["flag_mean_fd"] = int(row["mean_fd"] > settings.max_mean_fd_mm)
+    row["flag_max_fd"] = int(row["max_fd"] > settings.max_fd_mm)
+    row["flag_b0_snr"] = int(not snr >= settings.min_b0_snr)
+    row["flag_nonphysical"] = int(fraction > settings.max_nonphysical_fraction)
+    row["outlier"] = int(any(row[k] for k in row if k.startswith("flag_")))
+    return row
+
+
+def tensor_figure(fa: np.ndarray, md: np.ndarray, mask: np.ndarray, path: str | Path) -> None:
+    """Axial mosaics of FA and MD (6 slices through the mask) with the mask contour."""
+    import matplotlib.pyplot as plt
+
+    from neuroadapt.report.style import OKABE_ITO, save_figure
+
+    z = np.flatnonzero(mask.any(axis=(0, 1)))
+    slices = np.linspace(z.min(), z.max(), 8)[1:-1].round().astype(int) if z.size else [0]
+    figure, axes = plt.subplots(2, len(slices), figsize=(1.6 * len(slices), 3.6))
+    axes = np.atleast_2d(axes)
+    for row, (image, name, vmax) in enumerate(
+        ((fa, "FA", 1.0), (md * 1e3, "MD (10^-3 mm^2/s)", 3.0))
+    ):
+        for column, k in enumerate(slices):
+            axis = axes[row, column]
+            shown = axis.imshow(image[:, :, k].T, origin="lower", cmap="gray", vmin=0, vmax=vmax)
+            axis.contour(mask[:, :, k].T, levels=[0.5], colors=OKABE_ITO[1], linewidths=0.6)
+            axis.set_axis_off()
+            if column == 0:
+                axis.set_title(name, fontsize=8, loc="left")
+        figure.colorbar(shown, ax=list(axes[row]), fraction=0.02, pad=0.01)
+    save_figure(figure, path)
+
+
+def motion_figure(confounds: pd.DataFrame, path: str | Path) -> None:
+    """Translations (mm), rotations (degrees) and framewise displacement per volume."""
+    import matplotlib.pyplot as plt
+
+    from neuroadapt.report.style import OKABE_ITO, save_figure
+
+    figure, axes = plt.subplots(3, 1, figsize=(6, 5), sharex=True)
+    volumes = np.arange(len(confounds))
+    for k, name in enumerate(PARAMETER_NAMES[:3]):
+        axes[0].plot(volumes, confounds[name], color=OKABE_ITO[k], label=name)
+    for k, name in enumerate(PARAMETER_NAMES[3:]):
+        axes[1].plot(volumes, np.degrees(confounds[name]), color=OKABE_ITO[k], label=name)
+    axes[2].plot(volumes, confounds["framewise_displacement"], color=OKABE_ITO[7])
+    axes[0].set_ylabel("mm")
+    axes[1].set_ylabel("degrees")
+    axes[2].set_ylabel("FD (mm)")
+    axes[2].set_xlabel("volume")
+    for axis in axes[:2]:
+        axis.legend(fontsize=7, ncol=3, frameon=False)
+    save_figure(figure, path)

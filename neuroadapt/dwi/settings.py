@@ -1,0 +1,119 @@
+"""The ``dwi`` config section as frozen dataclasses (defaults = the schema's defaults)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from neuroadapt.errors import ConfigError
+from neuroadapt.spec import spec_from_mapping
+
+
+@dataclass(frozen=True)
+class DenoiseSettings:
+    """``method``: mppca (QSIPrep's default), patch2self or none. ``patch_radius``: MP-PCA
+    patch radius in voxels (2 = 5x5x5 patches, as QSIPrep/dwidenoise use)."""
+
+    method: str = "mppca"
+    patch_radius: int = 2
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """Rigid head-motion correction of every volume to the b0 reference (dipy).
+
+    ``iterations``: rounds of (tensor fit -> predict each volume -> register the volume to
+    its prediction); ``sampling_proportion``: share of voxels the mutual-information metric
+    samples (null: all voxels); ``level_iters``/``factors``/``sigmas``: the pyramid;
+    ``gtol``: the optimiser's gradient tolerance (dipy's ``motion_correction`` default is
+    far looser, see ../shared/facts.md)."""
+
+    enabled: bool = True
+    iterations: int = 2
+    sampling_proportion: float | None = 0.3
+    level_iters: tuple[int, ...] = (100, 50, 10)
+    factors: tuple[int, ...] = (4, 2, 1)
+    sigmas: tuple[float, ...] = (3.0, 1.0, 0.0)
+    gtol: float = 1e-6
+    seed: int = 20261122
+
+    def check(self, where: str) -> None:
+        if not len(self.level_iters) == len(self.factors) == len(self.sigmas):
+            raise ConfigError(
+                f"{where}.level_iters",
+                "level_iters, factors and sigmas must have one entry per pyramid level",
+                "give the three lists the same length, e.g. [100, 50, 10], [4, 2, 1], [3, 1, 0]",
+            )
+
+
+@dataclass(frozen=True)
+class MaskSettings:
+    """dipy ``median_otsu`` parameters."""
+
+    median_radius: int = 2
+    numpass: int = 1
+
+
+@dataclass(frozen=True)
+class TensorSettings:
+    """Tensor fit on volumes with b <= ``max_bval`` (s/mm^2); ``fit_method``: WLS/OLS/NLLS."""
+
+    fit_method: str = "WLS"
+    max_bval: float = 1200.0
+
+
+@dataclass(frozen=True)
+class QcSettings:
+    """Thresholds of the image-QC outlier flags."""
+
+    max_mean_fd_mm: float = 0.5
+    max_fd_mm: float = 2.0
+    min_b0_snr: float = 10.0
+    max_nonphysical_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class ModelReadySettings:
+    """FA/MD cropped to the brain, resampled to ``shape``: MD is divided by ``md_scale``
+    (mm^2/s, free water at body temperature) and clipped to [0, 1]."""
+
+    shape: tuple[int, int, int] = (32, 32, 32)
+    margin_mm: float = 4.0
+    md_scale: float = 3.0e-3
+
+
+@dataclass(frozen=True)
+class DwiSettings:
+    b0_threshold: float = 50.0
+    denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
+    gibbs_unringing: bool = False
+    motion: MotionSettings = field(default_factory=MotionSettings)
+    mask: MaskSettings = field(default_factory=MaskSettings)
+    tensor: TensorSettings = field(default_factory=TensorSettings)
+    qc: QcSettings = field(default_factory=QcSettings)
+    model_ready: ModelReadySettings = field(default_factory=ModelReadySettings)
+
+
+_SECTIONS = {
+    "denoise": DenoiseSettings,
+    "motion": MotionSettings,
+    "mask": MaskSettings,
+    "tensor": TensorSettings,
+    "qc": QcSettings,
+    "model_ready": ModelReadySettings,
+}
+
+
+def settings_from_config(section: Mapping | None) -> DwiSettings:
+    """DwiSettings from the (schema-validated) ``dwi`` config section."""
+    section = dict(section or {})
+    values = {
+        name: spec_from_mapping(cls, section.get(name), f"dwi.{name}")
+        for name, cls in _SECTIONS.items()
+    }
+    for key in ("b0_threshold", "gibbs_unringing"):
+        if key in section:
+            values[key] = section[key]
+    if "b0_threshold" in values:
+        values["b0_threshold"] = float(values["b0_threshold"])
+    return DwiSettings(**values)

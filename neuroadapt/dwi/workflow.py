@@ -1,0 +1,377 @@
+"""The per-subject steps as a nipype workflow of small interfaces (as QSIPrep composes its
+steps), so every step's inputs, outputs and parameters are recorded in the node's folder
+of the work directory (``_report/report.rst``, ``_inputs.pklz``, ``result_*.pklz``).
+
+Nodes exchange files: a 4D NIfTI (RAS, uncompressed) with FSL .bval/.bvec beside it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+os.environ.setdefault("NIPYPE_NO_ET", "1")  # no network version check at run time
+
+from nipype.interfaces.base import (  # noqa: E402
+    BaseInterfaceInputSpec,
+    File,
+    SimpleInterface,
+    TraitedSpec,
+    traits,
+)
+from nipype.pipeline import engine as pe  # noqa: E402
+
+from neuroadapt.dwi import denoise, gradients, mask, motion, tensor  # noqa: E402
+from neuroadapt.dwi.settings import (  # noqa: E402
+    DenoiseSettings,
+    DwiSettings,
+    MaskSettings,
+    MotionSettings,
+    TensorSettings,
+)
+
+
+def save_nifti(data: np.ndarray, affine: np.ndarray, path: str | Path, dtype=np.float32) -> str:
+    image = nib.Nifti1Image(np.asarray(data, dtype=dtype), affine)
+    image.header.set_xyzt_units("mm", "sec")
+    nib.save(image, str(path))
+    return str(Path(path).resolve())
+
+
+def save_gradients(bvals, bvecs_voxel, affine, stem: str | Path) -> tuple[str, str]:
+    """FSL .bval/.bvec of a series with ``affine``; returns their absolute paths."""
+    stem = Path(stem).resolve()
+    bval, bvec = f"{stem}.bval", f"{stem}.bvec"
+    Path(bval).write_text(" ".join(f"{b:g}" for b in bvals) + "\n")
+    fsl = gradients.voxel_to_fsl(bvecs_voxel, affine)
+    Path(bvec).write_text("\n".join(" ".join(f"{v:.6f}" for v in row) for row in fsl) + "\n")
+    return bval, bvec
+
+
+def read_series(dwi_file: str, bval_file: str, bvec_file: str) -> gradients.DwiSeries:
+    """A series written by a node (already checked: no validation)."""
+    image = nib.load(dwi_file)
+    bvals = np.loadtxt(bval_file, ndmin=1)
+    vectors = gradients.fsl_to_voxel(np.loadtxt(bvec_file, ndmin=2), image.affine)
+    return gradients.DwiSeries(
+        np.asarray(image.dataobj, dtype=np.float32), image.affine, bvals, vectors
+    )
+
+
+class _SeriesInput(BaseInterfaceInputSpec):
+    dwi_file = File(exists=True, mandatory=True, desc="4D DWI series")
+    bval_file = File(exists=True, mandatory=True, desc="FSL b-values")
+    bvec_file = File(exists=True, mandatory=True, desc="FSL b-vectors")
+    b0_threshold = traits.Float(50.0, usedefault=True, desc="b-value (s/mm^2) counted as b=0")
+
+
+class _SeriesOutput(TraitedSpec):
+    dwi_file = File(exists=True)
+    bval_file = File(exists=True)
+    bvec_file = File(exists=True)
+
+
+class _ConformOutput(_SeriesOutput):
+    head_mask_file = File(exists=True, desc="dilated brain mask of the mean b0 (RAS)")
+
+
+class _ConformInput(_SeriesInput):
+    median_radius = traits.Int(2, usedefault=True)
+    numpass = traits.Int(1, usedefault=True)
+
+
+class Conform(SimpleInterface):
+    """Load and check the series, reorient it to RAS with the b-vectors; rough head mask."""
+
+    input_spec = _ConformInput
+    output_spec = _ConformOutput
+
+    def _run_interface(self, runtime):
+        i = self.inputs
+        series = gradients.to_ras(
+            gradients.load_dwi(i.dwi_file, i.bval_file, i.bvec_file, i.b0_threshold)
+        )
+        cwd = Path(runtime.cwd)
+        self._results["dwi_file"] = save_nifti(series.data, series.affine, cwd / "dwi.nii")
+        self._results["bval_file"], self._results["bvec_file"] = save_gradients(
+            series.bvals, series.bvecs_voxel, series.affine, cwd / "dwi"
+        )
+        b0 = mask.b0_reference(series.data, series.b0_mask(i.b0_threshold))
+        head = mask.head_mask(b0, MaskSettings(i.median_radius, i.numpass))
+        self._results["head_mask_file"] = save_nifti(
+            head, series.affine, cwd / "head_mask.nii", np.uint8
+        )
+        return runtime
+
+
+class _DenoiseInput(_SeriesInput):
+    mask_file = File(exists=True, mandatory=True, desc="where to denoise")
+    method = traits.Enum(*denoise.METHODS, usedefault=True)
+    patch_radius = traits.Int(2, usedefault=True)
+
+
+class _DenoiseOutput(TraitedSpec):
+    dwi_file = File(exists=True)
+    noise_sigma = traits.Either(None, traits.Float, desc="median MP-PCA noise sigma")
+
+
+class Denoise(SimpleInterface):
+    """MP-PCA or patch2self denoising (dipy)."""
+
+    input_spec = _DenoiseInput
+    output_spec = _DenoiseOutput
+
+    def _run_interface(self, runtime):
+        i = self.inputs
+        image = nib.load(i.dwi_file)
+        bvals = np.loadtxt(i.bval_file, ndmin=1)
+        head = np.asarray(nib.load(i.mask_file).dataobj) > 0
+        data, sigma = denoise.denoise(
+            np.asarray(image.dataobj, dtype=np.float32),
+            bvals,
+            DenoiseSettings(i.method, i.patch_radius),
+            head,
+        )
+        self._results["dwi_file"] = save_nifti(data, image.affine, Path(runtime.cwd) / "dwi.nii")
+        self._results["noise_sigma"] = sigma
+        return runtime
+
+
+class _UnringInput(BaseInterfaceInputSpec):
+    dwi_file = File(exists=True, mandatory=True)
+    slice_axis = traits.Int(2, usedefault=True, desc="axis across slices (RAS: 2 = axial)")
+
+
+class _UnringOutput(TraitedSpec):
+    dwi_file = File(exists=True)
+
+
+class Unring(SimpleInterface):
+    """Gibbs unringing (dipy)."""
+
+    input_spec = _UnringInput
+    output_spec = _UnringOutput
+
+    def _run_interface(self, runtime):
+        image = nib.load(self.inputs.dwi_file)
+        data = denoise.unring(np.asarray(image.dataobj, dtype=np.float32), self.inputs.slice_axis)
+        self._results["dwi_file"] = save_nifti(data, image.affine, Path(runtime.cwd) / "dwi.nii")
+        return runtime
+
+
+class _MotionInput(_SeriesInput):
+    mask_file = File(exists=True, mandatory=True, desc="head mask for the model fit")
+    settings = traits.Dict(desc="MotionSettings fields")
+
+
+class _MotionOutput(_SeriesOutput):
+    transforms_file = File(exists=True, desc="(N, 4, 4) reference world -> volume world")
+
+
+class MotionCorrect(SimpleInterface):
+    """Rigid head-motion correction of every volume with b-vector rotation (dipy)."""
+
+    input_spec = _MotionInput
+    output_spec = _MotionOutput
+
+    def _run_interface(self, runtime):
+        i = self.inputs
+        series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
+        head = np.asarray(nib.load(i.mask_file).dataobj) > 0
+        result = motion.correct_motion(
+            series.data,
+            series.affine,
+            series.bvals,
+            series.bvecs_voxel,
+            head,
+            MotionSettings(**i.settings),
+            i.b0_threshold,
+        )
+        cwd = Path(runtime.cwd)
+        self._results["dwi_file"] = save_nifti(result.data, series.affine, cwd / "dwi.nii")
+        self._results["bval_file"], self._results["bvec_file"] = save_gradients(
+            series.bvals, result.bvecs_voxel, series.affine, cwd / "dwi"
+        )
+        np.save(cwd / "transforms.npy", result.transforms)
+        self._results["transforms_file"] = str((cwd / "transforms.npy").resolve())
+        return runtime
+
+
+class _MaskInput(_SeriesInput):
+    median_radius = traits.Int(2, usedefault=True)
+    numpass = traits.Int(1, usedefault=True)
+
+
+class _MaskOutput(TraitedSpec):
+    b0_file = File(exists=True, desc="mean b0 reference")
+    mask_file = File(exists=True, desc="brain mask (median_otsu)")
+
+
+class BrainMask(SimpleInterface):
+    """b0 reference (mean of the b=0 volumes) and brain mask (dipy median_otsu)."""
+
+    input_spec = _MaskInput
+    output_spec = _MaskOutput
+
+    def _run_interface(self, runtime):
+        i = self.inputs
+        series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
+        b0 = mask.b0_reference(series.data, series.b0_mask(i.b0_threshold))
+        brain = mask.brain_mask(b0, MaskSettings(i.median_radius, i.numpass))
+        cwd = Path(runtime.cwd)
+        self._results["b0_file"] = save_nifti(b0, series.affine, cwd / "b0.nii")
+        self._results["mask_file"] = save_nifti(brain, series.affine, cwd / "mask.nii", np.uint8)
+        return runtime
+
+
+class _TensorInput(_SeriesInput):
+    mask_file = File(exists=True, mandatory=True)
+    fit_method = traits.Enum(*tensor.FIT_METHODS, usedefault=True)
+    max_bval = traits.Float(1200.0, usedefault=True, desc="largest b-value (s/mm^2) fitted")
+
+
+class _TensorOutput(TraitedSpec):
+    fa_file = File(exists=True)
+    md_file = File(exists=True)
+    ad_file = File(exists=True)
+    rd_file = File(exists=True)
+    rgb_file = File(exists=True)
+    nonphysical = traits.Int(desc="mask voxels with a negative eigenvalue")
+    volumes_used = traits.List(traits.Int)
+
+
+class FitTensor(SimpleInterface):
+    """Diffusion tensor fit (dipy) on the b <= max_bval volumes: FA, MD, AD, RD, colour FA."""
+
+    input_spec = _TensorInput
+    output_spec = _TensorOutput
+
+    def _run_interface(self, runtime):
+        i = self.inputs
+        series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
+        brain = np.asarray(nib.load(i.mask_file).dataobj) > 0
+        maps = tensor.fit_tensor(
+            series.data,
+            series.bvals,
+            series.bvecs_voxel,
+            brain,
+            TensorSettings(i.fit_method, i.max_bval),
+            i.b0_threshold,
+        )
+        cwd = Path(runtime.cwd)
+        for name in ("fa", "md", "ad", "rd", "rgb"):
+            self._results[f"{name}_file"] = save_nifti(
+                getattr(maps, name), series.affine, cwd / f"{name}.nii"
+            )
+        self._results["nonphysical"] = maps.nonphysical
+        self._results["volumes_used"] = maps.volumes_used.tolist()
+        return runtime
+
+
+def build_workflow(
+    dwi_file: str, bval_file: str, bvec_file: str, settings: DwiSettings, base_dir: str | Path
+) -> pe.Workflow:
+    """The per-subject workflow in QSIPrep's order; steps switched off are left out."""
+    from dataclasses import asdict
+
+    b0 = settings.b0_threshold
+    m = settings.mask
+    workflow = pe.Workflow(name="dwi_preproc", base_dir=str(base_dir))
+    conform = pe.Node(
+        Conform(
+            dwi_file=str(Path(dwi_file).resolve()),
+            bval_file=str(Path(bval_file).resolve()),
+            bvec_file=str(Path(bvec_file).resolve()),
+            b0_threshold=b0,
+            median_radius=m.median_radius,
+            numpass=m.numpass,
+        ),
+        name="conform",
+    )
+    series = (conform, "dwi_file")
+    gradients_from = conform
+    if settings.denoise.method != "none":
+        node = pe.Node(
+            Denoise(
+                method=settings.denoise.method,
+                patch_radius=settings.denoise.patch_radius,
+                b0_threshold=b0,
+            ),
+            name="denoise",
+        )
+        workflow.connect(
+            [
+                (
+                    series[0],
+                    node,
+                    [(series[1], "dwi_file")],
+                ),
+                (
+                    conform,
+                    node,
+                    [
+                        ("bval_file", "bval_file"),
+                        ("bvec_file", "bvec_file"),
+                        ("head_mask_file", "mask_file"),
+                    ],
+                ),
+            ]
+        )
+        series = (node, "dwi_file")
+    if settings.gibbs_unringing:
+        node = pe.Node(Unring(), name="unring")
+        workflow.connect(series[0], series[1], node, "dwi_file")
+        series = (node, "dwi_file")
+    if settings.motion.enabled:
+        node = pe.Node(
+            MotionCorrect(settings=asdict(settings.motion), b0_threshold=b0), name="motion"
+        )
+        workflow.connect(series[0], series[1], node, "dwi_file")
+        workflow.connect(
+            [
+                (
+                    conform,
+                    node,
+                    [
+                        ("bval_file", "bval_file"),
+                        ("bvec_file", "bvec_file"),
+                        ("head_mask_file", "mask_file"),
+                    ],
+                )
+            ]
+        )
+        series = (node, "dwi_file")
+        gradients_from = node
+    brain = pe.Node(
+        BrainMask(median_radius=m.median_radius, numpass=m.numpass, b0_threshold=b0), name="mask"
+    )
+    fit = pe.Node(
+        FitTensor(
+            fit_method=settings.tensor.fit_method,
+            max_bval=settings.tensor.max_bval,
+            b0_threshold=b0,
+        ),
+        name="tensor",
+    )
+    for node in (brain, fit):
+        workflow.connect(series[0], series[1], node, "dwi_file")
+        workflow.connect(gradients_from, "bval_file", node, "bval_file")
+        workflow.connect(gradients_from, "bvec_file", node, "bvec_file")
+    workflow.connect(brain, "mask_file", fit, "mask_file")
+    workflow.config["execution"] = {
+        "crashfile_format": "txt",
+        "crashdump_dir": str(base_dir),
+        "remove_unnecessary_outputs": "false",
+        "stop_on_first_crash": "true",
+    }
+    return workflow
+
+
+def run_workflow(workflow: pe.Workflow) -> dict[str, dict]:
+    """Run serially; returns {node name: outputs as a dict} (the final series is the
+    ``dwi_file`` of the last preprocessing node)."""
+    graph = workflow.run(plugin="Linear")
+    return {node.name: node.result.outputs.get() for node in graph.nodes()}
