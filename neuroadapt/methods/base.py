@@ -1,0 +1,89 @@
+"""What every adaptation method exposes: model, optimiser parameter groups, loss, counts."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from neuroadapt.models.classifier import Classifier, make_head
+
+__all__ = ["AdaptationMethod", "ParameterReport", "Task", "count_parameters"]
+
+Task = Literal["binary", "multiclass"]
+
+
+@dataclass(frozen=True)
+class ParameterReport:
+    """Parameter counts of a model: ``percent`` = 100 * trainable / total."""
+
+    total: int
+    trainable: int
+    percent: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {"total": self.total, "trainable": self.trainable, "percent": self.percent}
+
+
+def count_parameters(model: nn.Module) -> ParameterReport:
+    """Unique parameters of ``model`` (shared tensors counted once)."""
+    params = list(model.parameters())  # nn.Module.parameters() already de-duplicates
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return ParameterReport(total, trainable, 100.0 * trainable / total if total else 0.0)
+
+
+class AdaptationMethod(ABC):
+    """Base class: a backbone adapted one way, with a head, an optimiser set-up and a loss.
+
+    Subclasses set ``self.model`` (a ``Classifier``) and implement ``param_groups``. The
+    backbone maps ``(B, C, X, Y, Z)`` to ``(B, F)``; the model returns logits
+    ``(B, num_outputs)``. ``task="binary"`` uses one logit and BCE-with-logits on float
+    targets ``(B,)`` in {0, 1}; ``"multiclass"`` uses cross-entropy on integer targets.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        task: Task = "binary",
+        num_classes: int = 2,
+        head_hidden: int | None = 128,
+    ) -> None:
+        if task not in ("binary", "multiclass"):
+            raise ValueError(f"task must be 'binary' or 'multiclass', not {task!r}")
+        self.task: Task = task
+        self.num_outputs = 1 if task == "binary" else num_classes
+        feature_dim = int(backbone.feature_dim)
+        self.head = make_head(feature_dim, self.num_outputs, head_hidden)
+        self.model = Classifier(backbone, self.head)
+
+    @abstractmethod
+    def param_groups(self) -> list[dict]:
+        """Optimiser parameter groups: ``[{"name", "params", "lr"}, ...]``."""
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean loss of logits ``(B, num_outputs)`` against targets ``(B,)``."""
+        if self.task == "binary":
+            return nn.functional.binary_cross_entropy_with_logits(
+                logits.squeeze(-1), target.to(logits.dtype)
+            )
+        return nn.functional.cross_entropy(logits, target.long())
+
+    def optimizer(self, weight_decay: float = 0.01) -> torch.optim.AdamW:
+        """AdamW over ``param_groups`` (each group keeps its own learning rate)."""
+        return torch.optim.AdamW(self.param_groups(), weight_decay=weight_decay)
+
+    def parameter_report(self) -> ParameterReport:
+        """Total and trainable parameters of the whole model (backbone, adapters, head)."""
+        return count_parameters(self.model)
+
+    @staticmethod
+    def _set_trainable(module: nn.Module, trainable: bool) -> None:
+        for p in module.parameters():
+            p.requires_grad_(trainable)

@@ -1,0 +1,36 @@
+"""``linear_probe``: frozen backbone, trained linear head.
+
+The first baseline named in the notes on paper 1 (shared/papers/1-conv-lora-ct-to-mri-adhd.md,
+"Baseline Probe: train only the MLP head with backbone completely frozen") and the standard
+probe of a foundation model's features (Pai et al. 2024, the CT model paper 1 adapts).
+``head_hidden=128`` turns it into paper 1's MLP head on a frozen backbone.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from neuroadapt.methods.base import AdaptationMethod, Task
+from neuroadapt.methods.registry import register_method
+
+
+@register_method("linear_probe")
+class LinearProbe(AdaptationMethod):
+    """Backbone frozen (BatchNorm in eval mode); only the head trains, at ``lr_head``."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        *,
+        task: Task = "binary",
+        num_classes: int = 2,
+        head_hidden: int | None = None,
+        lr_head: float = 1e-3,
+    ) -> None:
+        super().__init__(backbone, task=task, num_classes=num_classes, head_hidden=head_hidden)
+        self._set_trainable(backbone, False)
+        self.lr_head = lr_head
+        self.model.train()
+
+    def param_groups(self) -> list[dict]:
+        return [{"name": "head", "params": list(self.head.parameters()), "lr": self.lr_head}]

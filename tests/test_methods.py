@@ -1,0 +1,365 @@
+"""Backbones, checkpoint loading and adaptation methods on tiny 3D ResNets (CPU, seconds)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from neuroadapt.errors import InputError
+from neuroadapt.methods import available_methods, get_method
+from neuroadapt.models import Classifier, ResNetBackbone, get_backbone, load_pretrained
+from neuroadapt.models.backbones import sha256_of
+
+torch.set_num_threads(2)
+
+SHAPE = (2, 2, 24, 24, 24)  # (B, C, X, Y, Z): batch 2 so BatchNorm trains on a 1x1x1 map
+
+
+def tiny(in_channels: int = 2) -> ResNetBackbone:
+    """ResNet-10 at width 1/8: stages of 8, 16, 32, 64 channels, 64-d features."""
+    return ResNetBackbone(10, in_channels=in_channels, widen_factor=0.125)
+
+
+@pytest.fixture
+def backbone() -> ResNetBackbone:
+    torch.manual_seed(0)
+    return tiny()
+
+
+@pytest.fixture
+def x() -> torch.Tensor:
+    return torch.randn(*SHAPE, generator=torch.Generator().manual_seed(1))
+
+
+def n_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def convs(module: nn.Module) -> list[nn.Conv3d]:
+    return [m for m in module.modules() if isinstance(m, nn.Conv3d)]
+
+
+def lora_params(conv: nn.Conv3d, r: int) -> int:
+    """A: r x d_in k^3 (full input channels), B: d_out x r / groups (peft's 1x1x1 conv)."""
+    k3 = math.prod(conv.kernel_size)
+    return r * conv.in_channels * k3 + conv.out_channels * r // conv.groups
+
+
+def mlp_head_params(f: int, hidden: int = 128, out: int = 1) -> int:
+    return f * hidden + hidden + hidden * out + out
+
+
+# --- backbones --------------------------------------------------------------------------
+
+
+def test_registry_and_random_init_warns_loudly():
+    with pytest.warns(UserWarning, match="NO PRETRAINED WEIGHTS"):
+        b = get_backbone("resnet10_w025", in_channels=3)
+    assert b.net.conv1.in_channels == 3 and b.feature_dim == 128
+    with pytest.raises(KeyError, match="resnet50_w2"):
+        get_backbone("resnet51")
+
+
+def test_paper_backbone_architecture_without_building_weights():
+    """resnet50_w2 is the CT foundation model: 4096-d, stem stride 2, 53 convs, biased shortcuts."""
+    b = ResNetBackbone(50, in_channels=1, widen_factor=2.0)
+    assert b.feature_dim == 4096
+    assert b.net.conv1.stride == (2, 2, 2) and b.net.conv1.out_channels == 128
+    cs = convs(b)
+    assert len(cs) == 53
+    assert sum(c.bias is not None for c in cs) == 4  # one downsample conv per stage
+    assert n_params(b) == 184_477_824  # trunk size of the published model (facts.md)
+
+
+def test_forward_features_match_monai_forward(backbone, x):
+    backbone.eval()
+    out = backbone.forward_features(x)
+    torch.testing.assert_close(out.pooled, backbone(x))
+    assert out.pooled.shape == (2, 64)
+    assert [tuple(h.shape[1:]) for h in out.hidden_states] == [
+        (8, 6, 6, 6),
+        (16, 3, 3, 3),
+        (32, 2, 2, 2),
+        (64, 1, 1, 1),
+    ]
+
+
+# --- checkpoint loader -----------------------------------------------------------------
+
+
+def _save(obj, path: Path) -> str:
+    torch.save(obj, path)
+    return sha256_of(path)
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda sd: sd,
+        lambda sd: {"state_dict": {f"module.{k}": v for k, v in sd.items()}},
+        lambda sd: {"trunk_state_dict": {f"trunk.{k}": v for k, v in sd.items()}, "epoch": 3},
+        lambda sd: {"state_dict": {f"module.trunk.{k}": v for k, v in sd.items()}},
+    ],
+    ids=["bare", "state_dict/module.", "trunk_state_dict/trunk.", "module.trunk."],
+)
+def test_checkpoint_forms_load(tmp_path, wrap):
+    torch.manual_seed(3)
+    source = tiny(1)
+    path = tmp_path / "w.pt"
+    digest = _save(wrap(source.net.state_dict()), path)
+    torch.manual_seed(4)
+    target = tiny(1)
+    assert load_pretrained(target, path, digest) == []
+    for (name, a), b in zip(
+        source.net.state_dict().items(), target.net.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_checkpoint_checksum_mismatch_names_file_and_fix(tmp_path):
+    path = tmp_path / "fm.pt"
+    _save(tiny(1).net.state_dict(), path)
+    with pytest.raises(InputError) as caught:
+        load_pretrained(tiny(1), path, "0" * 64)
+    message = str(caught.value)
+    assert str(path) in message and "SHA-256 checksum mismatch" in message
+    assert "Fix: download the checkpoint again" in message
+    with pytest.raises(InputError, match="no SHA-256 checksum"):
+        get_backbone("resnet10_w025", weights=path)
+
+
+def test_checkpoint_of_other_architecture_is_refused(tmp_path):
+    path = tmp_path / "r10.pt"
+    digest = _save(tiny(1).net.state_dict(), path)
+    with pytest.raises(InputError, match="48 missing, 0 of other shape") as caught:
+        load_pretrained(ResNetBackbone(18, 1, widen_factor=0.125), path, digest)
+    assert "missing layer1.1.conv1.weight" in caught.value.details
+    wide = tmp_path / "wide.pt"
+    digest = _save(ResNetBackbone(10, 1, widen_factor=0.25).net.state_dict(), wide)
+    with pytest.raises(InputError, match="of other shape"):
+        load_pretrained(tiny(1), wide, digest)
+
+
+def test_unused_tensors_are_reported(tmp_path):
+    sd = dict(tiny(1).net.state_dict())
+    sd["projection.weight"] = torch.zeros(3, 3)
+    path = tmp_path / "simclr.pt"
+    digest = _save({"state_dict": sd}, path)
+    with pytest.warns(UserWarning, match="1 checkpoint tensors not used"):
+        assert load_pretrained(tiny(1), path, digest) == ["projection.weight"]
+
+
+def test_stem_inflation_keeps_response_to_repeated_channels(tmp_path):
+    torch.manual_seed(5)
+    source = tiny(1).eval()
+    path = tmp_path / "ct.pt"
+    digest = _save({"trunk_state_dict": source.net.state_dict()}, path)
+    inflated = tiny(3)
+    load_pretrained(inflated, path, digest)
+    inflated.eval()
+    w1, w3 = source.net.conv1.weight, inflated.net.conv1.weight
+    assert w3.shape == (8, 3, 7, 7, 7)
+    torch.testing.assert_close(w3.sum(dim=1, keepdim=True), w1)
+    torch.testing.assert_close(w3[:, 0], w3[:, 2])
+    one = torch.randn(2, 1, 24, 24, 24)
+    with torch.no_grad():
+        torch.testing.assert_close(inflated(one.repeat(1, 3, 1, 1, 1)), source(one))
+
+
+# --- methods: counts, groups, equivalences -----------------------------------------------
+
+
+def test_all_methods_registered():
+    assert available_methods() == ["dora", "full_finetune", "linear_probe", "lora", "scratch"]
+    with pytest.raises(KeyError, match="available: dora"):
+        get_method("qlora")
+
+
+@pytest.mark.parametrize("name", ["lora", "dora"])
+@pytest.mark.parametrize("r", [1, 4])
+def test_lora_dora_parameter_counts_are_closed_form(backbone, name, r):
+    base_total = n_params(backbone)
+    layers = convs(backbone)
+    adapters = sum(lora_params(c, r) for c in layers)
+    if name == "dora":
+        adapters += sum(c.out_channels for c in layers)  # one magnitude per output channel
+    head = mlp_head_params(64)
+    method = get_method(name)(backbone, r=r)
+    report = method.parameter_report()
+    assert report.trainable == adapters + head
+    assert report.total == base_total + adapters + head
+    assert report.percent == pytest.approx(100 * (adapters + head) / (base_total + adapters + head))
+    assert sum(p.numel() for p in method.adapter_parameters()) == adapters
+    groups = method.param_groups()
+    assert [(g["name"], g["lr"]) for g in groups] == [("adapters", 1e-4), ("head", 1e-5)]
+    grouped = [id(p) for g in groups for p in g["params"]]
+    trainable = {id(p) for p in method.model.parameters() if p.requires_grad}
+    assert len(grouped) == len(set(grouped)) and set(grouped) == trainable
+
+
+def test_lora_counts_grouped_and_biased_convs():
+    """Grouped conv: B is r -> d_out with groups (d_out*r/groups); base bias is frozen, no LoRA bias."""
+    net = nn.Sequential(nn.Conv3d(4, 8, 3, groups=2, bias=True), nn.Conv3d(8, 6, 1))
+    net.feature_dim = 6
+    with pytest.warns(UserWarning, match="groups > 1"):
+        method = get_method("lora")(net, r=4, target_modules=["0", "1"])
+    expected = 4 * (4 * 27) + 8 * 4 // 2 + 4 * (8 * 1) + 6 * 4
+    assert sum(p.numel() for p in method.adapter_parameters()) == expected
+    base = (8 * 2 * 27 + 8) + (6 * 8 + 6)  # grouped weight (d_out, d_in/groups, k^3) + biases
+    head = mlp_head_params(6)
+    assert method.parameter_report().total == base + expected + head
+    assert method.parameter_report().trainable == expected + head
+
+
+@pytest.mark.parametrize(
+    ("name", "trainable_backbone", "head"),
+    [
+        ("linear_probe", False, 64 * 1 + 1),
+        ("full_finetune", True, mlp_head_params(64)),
+        ("scratch", True, mlp_head_params(64)),
+    ],
+)
+def test_baseline_parameter_counts(backbone, name, trainable_backbone, head):
+    base = n_params(backbone)
+    report = get_method(name)(backbone).parameter_report()
+    assert report.total == base + head
+    assert report.trainable == (base if trainable_backbone else 0) + head
+
+
+def test_scratch_redraws_weights(backbone):
+    before = backbone.net.conv1.weight.detach().clone()
+    get_method("scratch")(backbone, seed=7)
+    assert not torch.equal(before, backbone.net.conv1.weight)
+
+
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_zero_initialised_adapters_reproduce_backbone(backbone, x, name):
+    reference = copy.deepcopy(backbone)
+    method = get_method(name)(backbone)
+    plain = Classifier(reference, copy.deepcopy(method.head)).eval()
+    method.model.eval()
+    assert all(torch.count_nonzero(m.lora_B["default"].weight) == 0 for m in lora_layers(method))
+    with torch.no_grad():
+        torch.testing.assert_close(method.model(x), plain(x), rtol=1e-5, atol=1e-6)
+
+
+def lora_layers(method) -> list[LoraLayer]:
+    return [m for m in method.model.modules() if isinstance(m, LoraLayer)]
+
+
+def bn_modules(module: nn.Module) -> list[nn.Module]:
+    return [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "linear_probe"])
+def test_step_changes_only_trainable_parts(backbone, x, name):
+    method = get_method(name)(backbone)
+    model = method.model.train()
+    assert all(not m.training for m in bn_modules(model.backbone))  # frozen BN kept in eval
+    frozen = {k: v.detach().clone() for k, v in model.named_parameters() if not v.requires_grad}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    trainable = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    optimizer = method.optimizer()
+    y = torch.tensor([0.0, 1.0])
+    for _ in range(2):  # two steps: with B = 0 the first step gives A no gradient
+        optimizer.zero_grad()
+        method.loss(model(x), y).backward()
+        optimizer.step()
+    params = dict(model.named_parameters())
+    assert frozen and all(torch.equal(v, params[k]) for k, v in frozen.items())
+    assert all(torch.equal(v, dict(model.named_buffers())[k]) for k, v in buffers.items())
+    changed = [k for k, v in trainable.items() if not torch.equal(v, params[k])]
+    assert sorted(changed) == sorted(trainable)
+
+
+def test_full_finetune_updates_batchnorm_statistics(backbone, x):
+    method = get_method("full_finetune")(backbone)
+    model = method.model.train()
+    assert all(m.training for m in bn_modules(model))
+    before = model.backbone.net.bn1.running_mean.clone()
+    method.loss(model(x), torch.tensor([0.0, 1.0])).backward()
+    assert not torch.equal(before, model.backbone.net.bn1.running_mean)
+
+
+def randomise_adapters(method) -> None:
+    gen = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in method.adapter_parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=gen))
+
+
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_manual_merge_matches_unmerged(backbone, x, name):
+    reference = copy.deepcopy(backbone)
+    method = get_method(name)(backbone)
+    randomise_adapters(method)
+    method.model.eval()
+    merged = method.merged_model().eval()
+    assert not any(isinstance(m, LoraLayer) for m in merged.modules())
+    assert n_params(merged) == n_params(reference) + mlp_head_params(64)  # a plain network
+    with torch.no_grad():
+        unmerged_out = method.model(x)
+        torch.testing.assert_close(merged(x), unmerged_out, rtol=1e-4, atol=1e-5)
+        # the adapters matter: the result differs from the backbone without them
+        plain = Classifier(reference.eval(), method.head)
+        assert (plain(x) - unmerged_out).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["lora", "dora"])
+def test_adapters_save_and_load_alone(tmp_path, backbone, x, name):
+    base_weights = copy.deepcopy(backbone.state_dict())
+    method = get_method(name)(backbone)
+    randomise_adapters(method)
+    files = method.save_adapters(tmp_path)
+    names = {f.name for f in files}  # peft also writes a README.md model card
+    assert {"adapter_config.json", "adapter_model.safetensors", "head.pt"} <= names
+    assert names <= {"adapter_config.json", "adapter_model.safetensors", "head.pt", "README.md"}
+    adapter_bytes = (tmp_path / "adapter_model.safetensors").stat().st_size
+    n_adapter = sum(p.numel() for p in method.adapter_parameters())
+    assert 4 * n_adapter <= adapter_bytes < 4 * n_adapter + 64 * 1024  # float32 adapters + header
+    assert adapter_bytes < 0.2 * 4 * n_params(backbone.net)  # well below the backbone
+
+    fresh_backbone = tiny()
+    fresh_backbone.load_state_dict(base_weights)
+    fresh = get_method(name)(fresh_backbone)
+    fresh.load_adapters(tmp_path)
+    method.model.eval()
+    fresh.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.model(x), method.model(x))
+
+
+# --- training --------------------------------------------------------------------------
+
+FAST = {
+    "linear_probe": {"lr_head": 3e-2},
+    "full_finetune": {"lr_backbone": 1e-3, "lr_head": 1e-3},
+    "scratch": {"lr": 1e-3},
+    "lora": {"lr_adapters": 1e-2, "lr_head": 1e-3},
+    "dora": {"lr_adapters": 1e-2, "lr_head": 1e-3},
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST))
+def test_each_method_loss_drops_on_tiny_batch(name):
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(2)
+    y = torch.tensor([0.0, 1.0, 0.0, 1.0])
+    xb = torch.randn(4, 2, 16, 16, 16, generator=gen) + y.view(-1, 1, 1, 1, 1)  # class shifts mean
+    method = get_method(name)(tiny(), **FAST[name])
+    optimizer = method.optimizer()
+    model = method.model.train()
+    losses = []
+    for _ in range(6):
+        optimizer.zero_grad()
+        loss = method.loss(model(xb), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
