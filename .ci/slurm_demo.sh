@@ -3,8 +3,20 @@
 # conda: no conda channel is reachable on CI machines), check with sacct that the jobs ran
 # as SLURM jobs, then check that a failing job stops the run with its SLURM log, is retried,
 # leaves no partial output, and that a rerun after the fix completes.
-set -euo pipefail
+set -eEuo pipefail
 cd "$(dirname "$0")/.."
+# Any failing command (not only the checked ones) says where it failed and what SLURM saw,
+# on stdout, so that a CI log shows why.
+diagnose() {
+    echo "slurm_demo.sh: line $1 failed (exit $2): $3"
+    for log in logs/slurm_demo.txt "${work:-/nonexistent}/out.txt"; do
+        [ -s "$log" ] && { echo "-- tail of $log"; tail -40 "$log"; }
+    done
+    echo "-- squeue"; squeue 2>&1 | tail -20 || true
+    echo "-- sinfo"; sinfo 2>&1 || true
+    echo "-- slurmctld.log"; tail -20 /var/log/slurm/slurmctld.log 2>&1 || true
+}
+trap 'diagnose "$LINENO" "$?" "$BASH_COMMAND"' ERR
 SNAKEMAKE=.venv/bin/snakemake
 LIMIT=${SLURM_DEMO_TIMEOUT:-1500}  # seconds; a hung status check must not hang CI
 
