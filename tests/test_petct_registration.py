@@ -101,12 +101,13 @@ def outputs_in(folder: Path) -> dict:
         {key: str(folder / f"out_{key}") for key in OUTPUT_KEYS}
         | {
             key: str(folder / f"out_{key}.nii.gz")
-            for key in ("suv", "pet_ct", "ct_box", "pet_box", "gtv_box")
+            for key in ("suv", "pet_ct", "ct_box", "pet_box", "gtv_box", "tensor_nii")
         }
         | {
             "tensor": str(folder / "t.npy"),
             "mask": str(folder / "m.npy"),
             "xfm": str(folder / "x.txt"),
+            "qc_figure": str(folder / "qc.png"),
         }
     )
 
@@ -132,6 +133,16 @@ def test_pipeline_writes_aligned_tensors(subjects, tmp_path):
     # the GTV sits on the PET hot spot: mean PET inside the mask well above outside
     pet = tensor[1].astype(np.float32)
     assert pet[mask > 0].mean() > 2 * pet[mask == 0].mean()
+    # the NIfTI for viewing holds the same values, channels last, on the box grid
+    viewable = nib.load(outputs["tensor_nii"])
+    assert viewable.shape == (64, 64, 64, 2)
+    assert np.array_equal(viewable.get_fdata(dtype=np.float32), np.moveaxis(tensor, 0, -1))
+    assert np.allclose(viewable.affine, nib.load(outputs["ct_box"]).affine)
+    # the QC figure: three rows (before, after, box) of three views
+    import matplotlib.image
+
+    picture = matplotlib.image.imread(outputs["qc_figure"])
+    assert picture.shape[0] > 600 and picture.shape[1] > 600 and picture.std() > 0.05
     saved = json.loads(Path(outputs["xfm_json"]).read_text())
     truth = np.asarray(truths[label]["pet_to_ct"])
     assert rotation_error_deg(np.asarray(saved["pet_to_ct"]), truth) < 1.0

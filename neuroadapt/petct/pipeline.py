@@ -14,14 +14,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
 from neuroadapt.bids import merge_sidecars
 from neuroadapt.errors import InputError
 from neuroadapt.io import atomic_write_text
-from neuroadapt.petct import registration, resample, suv
-from neuroadapt.petct.images import load_image, save_nifti
+from neuroadapt.petct import qc, registration, resample, suv
+from neuroadapt.petct.images import load_image, ras_affine, save_nifti
 from neuroadapt.spec import spec_from_mapping
 
 # Output keys of :func:`process_subject` (the rule's named outputs).
@@ -37,7 +38,9 @@ OUTPUT_KEYS = (
     "gtv_box",
     "box_json",
     "tensor",
+    "tensor_nii",
     "mask",
+    "qc_figure",
 )
 
 
@@ -169,7 +172,16 @@ def process_subject(
         save_nifti(sitk.Cast(box, sitk.sitkUInt8), outputs["gtv_box"], np.uint8)
     _write_json(outputs["box_json"], box_info)
     _write_npy(outputs["tensor"], tensor)
+    # The same tensor for viewing: a 4D NIfTI (X, Y, Z, channel) on the box grid.
+    _write_tensor_nifti(outputs["tensor_nii"], tensor, box)
     _write_npy(outputs["mask"], mask)
+    staging = _staging(outputs["qc_figure"], ".png")
+    try:
+        qc.registration_figure(ct, pet_suv, itk, centre, crop, staging)
+        os.replace(staging, outputs["qc_figure"])
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
     return {"registration": registration_info, "box": box_info}
 
 
@@ -188,6 +200,20 @@ def _write_npy(path: str, array: np.ndarray) -> None:
     staging = _staging(path, ".npy")
     try:
         np.save(staging, array)
+        os.replace(staging, path)
+    except BaseException:
+        Path(staging).unlink(missing_ok=True)
+        raise
+
+
+def _write_tensor_nifti(path: str, tensor: np.ndarray, box: sitk.Image) -> None:
+    """(C, X, Y, Z) tensor as a 4D float32 NIfTI with the box's RAS affine."""
+    staging = _staging(path, ".nii.gz")
+    try:
+        image = nib.Nifti1Image(np.moveaxis(tensor, 0, -1).astype(np.float32), ras_affine(box))
+        image.header.set_xyzt_units("mm")
+        nib.save(image, staging)
+        os.chmod(staging, 0o644)
         os.replace(staging, path)
     except BaseException:
         Path(staging).unlink(missing_ok=True)

@@ -30,7 +30,9 @@ rule petct:
         gtv_box=f"{PETCT_ROOT}/{{folder}}/ct/{{prefix}}_space-box_label-GTV_mask.nii.gz",
         box_json=f"{PETCT_ROOT}/{{folder}}/tensors/{{prefix}}_space-box_desc-ctpet_tensor.json",
         tensor=f"{PETCT_ROOT}/{{folder}}/tensors/{{prefix}}_space-box_desc-ctpet_tensor.npy",
+        tensor_nii=f"{PETCT_ROOT}/{{folder}}/tensors/{{prefix}}_space-box_desc-ctpet_tensor.nii.gz",
         mask=f"{PETCT_ROOT}/{{folder}}/tensors/{{prefix}}_space-box_label-GTV_mask.npy",
+        qc_figure=f"{PETCT_ROOT}/{{folder}}/figures/{{prefix}}_desc-registration_petct.png",
     log:
         "logs/petct/{dataset}/{folder}/{prefix}.log",
     wildcard_constraints:
