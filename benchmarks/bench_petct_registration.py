@@ -1,11 +1,15 @@
-"""Benchmark: PET-to-CT rigid registration, neuroadapt (SimpleITK) vs ANTsPy, same pairs.
+"""Benchmark: PET-to-CT rigid registration, neuroadapt (SimpleITK) vs elastix and ANTsPy.
 
 Prints, per subject of the demo_petct cohort (``make demo`` first), wall time and target
 registration error (mean and max over the CT body voxels, against the generator's known
-transform) for each tool, then medians and ratios (peer / neuroadapt). ANTsPy pins
-numpy/scipy versions the main environment cannot take, so it runs in a subprocess of
-another interpreter: ``--ants-python`` (default /tmp/antsvenv/bin/python; skipped if absent).
-One thread per tool (ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS=1).
+transform) for each tool, then medians and ratios (peer / neuroadapt). One thread per tool.
+
+Peers, each skipped with a message when absent:
+- elastix (Debian package ``elastix``, 5.0.1): rigid Euler transform, Mattes MI, 3-level
+  pyramid, centre-of-gravity initialisation; the command-line tool, as its users run it.
+- ANTsPy pins numpy/scipy versions the main environment cannot take, so it runs in a
+  subprocess of another interpreter (``--ants-python``, default /tmp/antsvenv/bin/python),
+  made with ``python3 -m venv /tmp/antsvenv && /tmp/antsvenv/bin/pip install antspyx==0.6.1``.
 
     .venv/bin/python benchmarks/bench_petct_registration.py --subjects 8
 """
@@ -15,9 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,6 +72,76 @@ def ants_pet_to_ct(ants_python: str, ct: Path, pet: Path) -> tuple[np.ndarray, f
     return itk_to_pet_to_ct(transform), payload["seconds"]
 
 
+# elastix parameter file: rigid, Mattes MI, multi-resolution; the settings elastix's own
+# rigid examples use, with centre-of-gravity initialisation (CT shifted so air is 0).
+ELASTIX_PARAMETERS = """
+(FixedInternalImagePixelType "float")
+(MovingInternalImagePixelType "float")
+(Registration "MultiResolutionRegistration")
+(Metric "AdvancedMattesMutualInformation")
+(NumberOfHistogramBins 32)
+(Transform "EulerTransform")
+(AutomaticScalesEstimation "true")
+(AutomaticTransformInitialization "true")
+(AutomaticTransformInitializationMethod "CenterOfGravity")
+(Optimizer "AdaptiveStochasticGradientDescent")
+(MaximumNumberOfIterations 300)
+(NumberOfResolutions 3)
+(FixedImagePyramid "FixedSmoothingImagePyramid")
+(MovingImagePyramid "MovingSmoothingImagePyramid")
+(ImageSampler "RandomCoordinate")
+(NumberOfSpatialSamples 4096)
+(NewSamplesEveryIteration "true")
+(Interpolator "LinearInterpolator")
+(ResampleInterpolator "FinalBSplineInterpolator")
+(FinalBSplineInterpolationOrder 1)
+(Resampler "DefaultResampler")
+(DefaultPixelValue 0)
+(WriteResultImage "false")
+(HowToCombineTransforms "Compose")
+"""
+
+
+def elastix_pet_to_ct(ct: sitk.Image, pet: sitk.Image) -> tuple[np.ndarray, float]:
+    """pet_to_ct (4x4, RAS) from elastix's rigid registration, and its wall time (s)."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        sitk.WriteImage(ct + 1024.0, str(root / "ct.nii.gz"))  # air at 0
+        sitk.WriteImage(pet, str(root / "pet.nii.gz"))
+        (root / "rigid.txt").write_text(ELASTIX_PARAMETERS)
+        start = time.perf_counter()
+        subprocess.run(
+            [
+                "elastix",
+                "-f",
+                root / "ct.nii.gz",
+                "-m",
+                root / "pet.nii.gz",
+                "-p",
+                root / "rigid.txt",
+                "-out",
+                root,
+                "-threads",
+                "1",
+            ],
+            capture_output=True,
+            check=True,
+        )
+        seconds = time.perf_counter() - start
+        fields = {}
+        for line in (root / "TransformParameters.0.txt").read_text().splitlines():
+            if line.startswith("(") and line.endswith(")"):
+                key, *values = line[1:-1].split()
+                fields[key] = values
+    angles_and_shift = [float(v) for v in fields["TransformParameters"]]
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter([float(v) for v in fields["CenterOfRotationPoint"]])
+    transform.SetComputeZYX(fields.get("ComputeZYX", ['"false"'])[0] == '"true"')
+    transform.SetRotation(*angles_and_shift[:3])
+    transform.SetTranslation(angles_and_shift[3:])
+    return itk_to_pet_to_ct(transform), seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bids", default="resources/demo/demo_petct")
@@ -75,6 +151,7 @@ def main() -> None:
     args = parser.parse_args()
     bids, truth_dir = Path(args.bids), Path(args.truth)
     with_ants = Path(args.ants_python).is_file()
+    with_elastix = shutil.which("elastix") is not None
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
     rows = []
     print(f"{'subject':8} {'tool':10} {'time s':>7} {'TRE mean':>9} {'TRE max':>8} {'rot err':>8}")
@@ -89,6 +166,8 @@ def main() -> None:
         start = time.perf_counter()
         estimates = {"simpleitk": (register(ct, pet, threads=1).pet_to_ct, 0.0)}
         estimates["simpleitk"] = (estimates["simpleitk"][0], time.perf_counter() - start)
+        if with_elastix:
+            estimates["elastix"] = elastix_pet_to_ct(ct, pet)
         if with_ants:
             estimates["antspy"] = ants_pet_to_ct(args.ants_python, ct_path, pet_path)
         for tool, (estimate, seconds) in estimates.items():
@@ -109,6 +188,8 @@ def main() -> None:
             f"{tool:10} time {med[1]:6.2f} s (x{med[1] / base[1]:.2f})  "
             f"TRE mean {med[2]:.3f} mm (x{med[2] / base[2]:.2f})  worst max TRE {worst:.3f} mm"
         )
+    if not with_elastix:
+        print("elastix skipped: not on PATH (Debian: apt-get install elastix)")
     if not with_ants:
         print(f"ANTsPy skipped: {args.ants_python} not found (see the module docstring)")
 
