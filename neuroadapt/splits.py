@@ -141,6 +141,16 @@ def subject_table(
             "has no subjects (empty cohort after filters)",
             "check the dataset's include/exclude lists and the ingestion report",
         )
+    session_key = ["participant_id", *(["session_id"] if "session_id" in rows.columns else [])]
+    repeated = rows[session_key][rows.duplicated(session_key)]
+    if len(repeated):
+        first = " ".join(str(v) for v in repeated.iloc[0])
+        raise InputError(
+            source,
+            f"lists {first} more than once ({len(repeated)} duplicate row(s)): a duplicated "
+            "subject could land on both sides of a split",
+            "remove the duplicate rows (one row per subject and session)",
+        )
     distinct = rows[["participant_id", *columns]].drop_duplicates()
     inconsistent = sorted(distinct.participant_id[distinct.participant_id.duplicated()].unique())
     if inconsistent:
@@ -264,6 +274,24 @@ def _carve(
     return pd.Index(sorted(chosen))
 
 
+def _carve_groups(
+    subjects: pd.DataFrame, candidates: pd.Index, settings: SplitSettings, seed: int, purpose: str
+) -> pd.Index:
+    """Whole groups (``group_by``) of ``candidates`` in hash order until they hold at least
+    ``validation_fraction`` of the candidates: a group is never split between training and
+    validation. Not stratified (whole groups cannot be); at least one group is taken."""
+    groups = subjects.loc[candidates, settings.group_by].astype(str)
+    names = np.array(sorted(groups.unique()))
+    order = names[_hash_order(pd.Series(names), seed, purpose)]
+    wanted = settings.validation_fraction * len(candidates)
+    chosen: list = []
+    for name in order:
+        if chosen and len(chosen) >= wanted:
+            break
+        chosen.extend(groups.index[groups == name])
+    return pd.Index(sorted(chosen))
+
+
 def _assign(
     subjects: pd.DataFrame, settings: SplitSettings, task: str, seed: int
 ) -> tuple[list[dict], str]:
@@ -311,7 +339,10 @@ def _assign(
         if settings.test_fraction:
             validation, test = part, held_out
         elif strategy == "grouped":
-            test, validation = part, parts[(k + 1) % len(parts)]
+            test = part
+            validation = _carve_groups(
+                subjects, pool.difference(part), settings, seed, f"validation{k}"
+            )
         else:
             test = part
             rest = pool.difference(part)
@@ -510,6 +541,21 @@ def _derived_seed(seed: int, attempt: int) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:attempt:{attempt}".encode()).digest()[:4], "big")
 
 
+def validation_scheme(strategy: str, settings: SplitSettings) -> str:
+    """How each fold's validation part is chosen, in words (recorded in splits.json)."""
+    if settings.test_fraction:
+        return (
+            "fixed held-out test set; the k-fold parts of the rest take turns as the "
+            "validation part (ClinicaDL's practice), so validation_fraction is not used"
+        )
+    if strategy == "grouped":
+        return (
+            f"whole {settings.group_by} groups of the training part, in seeded hash order, "
+            f"until they hold at least {settings.validation_fraction:g} of it"
+        )
+    return f"{settings.validation_fraction:g} of each stratum of the training part"
+
+
 def summary(splits: Splits, settings: SplitSettings, provenance: dict) -> dict:
     """Everything splits.json records: parameters, seeds, versions, counts and balance."""
     folds = []
@@ -533,6 +579,7 @@ def summary(splits: Splits, settings: SplitSettings, provenance: dict) -> dict:
     return {
         **provenance,
         "strategy": splits.strategy,
+        "validation": validation_scheme(splits.strategy, settings),
         "parameters": asdict(settings),
         "seed_used": splits.seed_used,
         "attempts": [

@@ -149,6 +149,26 @@ def test_group_by_site_never_splits_a_site_across_roles():
     assert roles(result).eq("test").sum(axis=1).eq(1).all()
 
 
+@pytest.mark.parametrize("fraction", [0.05, 0.3])
+def test_grouped_validation_takes_whole_groups_of_the_configured_size(fraction):
+    rows = cohort(160, sites=16)  # 10 subjects per site
+    result = split(rows, folds=4, group_by="site", validation_fraction=fraction)
+    sizes = result.assignments.groupby("fold").role.value_counts().unstack()
+    training_part = sizes["train"] + sizes["validation"]
+    # whole sites of 10: the smallest number of sites reaching the fraction
+    expected = np.ceil(fraction * training_part / 10) * 10
+    assert (sizes["validation"] == expected).all()
+
+
+def test_a_subject_listed_twice_is_an_error_naming_it():
+    rows = cohort(20)
+    rows = pd.concat([rows, rows.iloc[[3]]], ignore_index=True)
+    with pytest.raises(InputError, match=r"lists sub-00003 .*more than once .*Fix: remove"):
+        split(rows)
+    sessions = cohort(10, sessions=2)  # two sessions per subject are not duplicates
+    assert len(split(sessions).subjects) == 10
+
+
 def test_leave_site_out_tests_each_site_once():
     rows = cohort(40, sites=2)
     result = split(rows, folds=2, group_by="site", leave_group_out=True)
