@@ -168,6 +168,23 @@ def _check_semantics(config: dict) -> None:
                 "target gtv is a segmentation mask",
                 "use task: segmentation or segmentation+survival",
             )
+    _check_diffusion(config)
+
+
+# Experiment inputs that come from the diffusion stage.
+DIFFUSION_MAPS = frozenset({"fa", "md", "ad", "rd"})
+
+
+def _check_diffusion(config: dict) -> None:
+    """The dwi section's combinations, and, when an experiment needs diffusion maps, that
+    the MRtrix3 binaries of the steps set to backend mrtrix3 are on PATH (at start-up, not
+    mid-run)."""
+    from neuroadapt.dwi.mrtrix import check_commands
+    from neuroadapt.dwi.settings import backends, settings_from_config
+
+    settings = settings_from_config(config.get("dwi"))
+    if any(DIFFUSION_MAPS & set(e["inputs"]) for e in config["experiments"].values()):
+        check_commands(backends(settings))
 
 
 def dataset_dir(config: Mapping, name: str) -> str:

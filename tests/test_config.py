@@ -114,6 +114,38 @@ def test_invalid_config_names_the_key_and_the_fix(change, message):
         validate_config(config_with(change))
 
 
+@pytest.mark.parametrize(
+    ("dwi", "message"),
+    [
+        (
+            {"denoise": {"method": "patch2self", "backend": "mrtrix3"}},
+            r"'dwi.denoise.method': patch2self is not available with the mrtrix3 backend",
+        ),
+        (
+            {"tensor": {"fit_method": "NLLS", "backend": "mrtrix3"}},
+            r"'dwi.tensor.fit_method': NLLS is not available with the mrtrix3 backend",
+        ),
+        ({"tensor": {"backend": "fsl"}}, r"'dwi.tensor.backend': 'fsl' is not allowed"),
+    ],
+)
+def test_impossible_diffusion_backends_are_config_errors(dwi, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config_with(lambda c: c.update(dwi=dwi)))
+
+
+def test_a_missing_mrtrix_binary_stops_the_run_at_start_up(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    config = config_with(lambda c: c.update(dwi={"mask": {"backend": "mrtrix3"}}))
+    with pytest.raises(
+        ConfigError, match=r"'dwi.mask.backend': is mrtrix3 but dwi2mask is not on PATH. Fix: "
+    ):
+        validate_config(config)
+    # without an experiment that needs diffusion maps, the binaries are not needed
+    for experiment in config["experiments"].values():
+        experiment["inputs"] = [i for i in experiment["inputs"] if i not in ("fa", "md")] or ["t1w"]
+    validate_config(config)
+
+
 def test_a_real_dataset_needs_only_a_path():
     config = {
         "datasets": {"adhd": {"bids_dir": "/data/adhd", "label": "dx"}},

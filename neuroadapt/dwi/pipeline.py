@@ -161,13 +161,20 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition) ->
         "Reorientation": "closest canonical RAS+ (nibabel), b-vectors rotated",
         "Denoising": asdict(settings.denoise)
         | {"NoiseSigma": results.get("denoise", {}).get("noise_sigma")},
-        "GibbsUnringing": settings.gibbs_unringing,
+        "GibbsUnringing": asdict(settings.unring),
         "MotionCorrection": asdict(settings.motion)
         | {"Method": "rigid, dipy affine_registration (MI) to the b0 / tensor prediction"},
-        "BrainMask": asdict(settings.mask) | {"Method": "dipy median_otsu on the mean b0"},
+        "BrainMask": asdict(settings.mask)
+        | {
+            "Method": "dipy median_otsu on the mean b0"
+            if settings.mask.backend == "dipy"
+            else "MRtrix3 dwi2mask"
+        },
     }
     tensor_info = asdict(settings.tensor) | {
-        "Model": "diffusion tensor (dipy TensorModel)",
+        "Model": "diffusion tensor ("
+        + ("dipy TensorModel" if settings.tensor.backend == "dipy" else "MRtrix3 dwi2tensor")
+        + ")",
         "VolumesUsed": results["tensor"]["volumes_used"],
         "NonphysicalVoxels": nonphysical,
         "FAClipped": [0, 1],

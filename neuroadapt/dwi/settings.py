@@ -16,6 +16,23 @@ class DenoiseSettings:
 
     method: str = "mppca"
     patch_radius: int = 2
+    backend: str = "dipy"
+
+    def check(self, where: str) -> None:
+        if self.backend == "mrtrix3" and self.method != "mppca":
+            raise ConfigError(
+                f"{where}.method",
+                f"{self.method} is not available with the mrtrix3 backend (dwidenoise is MP-PCA)",
+                "use method: mppca, or backend: dipy",
+            )
+
+
+@dataclass(frozen=True)
+class UnringSettings:
+    """Gibbs unringing (Kellner et al. 2016): off by default, as in QSIPrep."""
+
+    enabled: bool = False
+    backend: str = "dipy"
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,7 @@ class MaskSettings:
 
     median_radius: int = 2
     numpass: int = 1
+    backend: str = "dipy"
 
 
 @dataclass(frozen=True)
@@ -60,6 +78,15 @@ class TensorSettings:
 
     fit_method: str = "WLS"
     max_bval: float = 1200.0
+    backend: str = "dipy"
+
+    def check(self, where: str) -> None:
+        if self.backend == "mrtrix3" and self.fit_method not in ("WLS", "OLS"):
+            raise ConfigError(
+                f"{where}.fit_method",
+                f"{self.fit_method} is not available with the mrtrix3 backend",
+                "use WLS or OLS, or backend: dipy",
+            )
 
 
 @dataclass(frozen=True)
@@ -86,7 +113,7 @@ class ModelReadySettings:
 class DwiSettings:
     b0_threshold: float = 50.0
     denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
-    gibbs_unringing: bool = False
+    unring: UnringSettings = field(default_factory=UnringSettings)
     motion: MotionSettings = field(default_factory=MotionSettings)
     mask: MaskSettings = field(default_factory=MaskSettings)
     tensor: TensorSettings = field(default_factory=TensorSettings)
@@ -96,6 +123,7 @@ class DwiSettings:
 
 _SECTIONS = {
     "denoise": DenoiseSettings,
+    "unring": UnringSettings,
     "motion": MotionSettings,
     "mask": MaskSettings,
     "tensor": TensorSettings,
@@ -111,9 +139,16 @@ def settings_from_config(section: Mapping | None) -> DwiSettings:
         name: spec_from_mapping(cls, section.get(name), f"dwi.{name}")
         for name, cls in _SECTIONS.items()
     }
-    for key in ("b0_threshold", "gibbs_unringing"):
-        if key in section:
-            values[key] = section[key]
-    if "b0_threshold" in values:
-        values["b0_threshold"] = float(values["b0_threshold"])
+    if "b0_threshold" in section:
+        values["b0_threshold"] = float(section["b0_threshold"])
     return DwiSettings(**values)
+
+
+def backends(settings: DwiSettings) -> dict[str, str]:
+    """The backend of each switchable step that runs: {step: dipy | mrtrix3}."""
+    chosen = {"mask": settings.mask.backend, "tensor": settings.tensor.backend}
+    if settings.denoise.method != "none":
+        chosen["denoise"] = settings.denoise.backend
+    if settings.unring.enabled:
+        chosen["unring"] = settings.unring.backend
+    return chosen

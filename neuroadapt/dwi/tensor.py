@@ -67,3 +67,27 @@ def fit_tensor(
         int(nonphysical.sum()),
         keep,
     )
+
+
+def maps_from_mrtrix(raw: dict[str, np.ndarray], mask: np.ndarray, keep: np.ndarray) -> TensorMaps:
+    """TensorMaps from :func:`neuroadapt.dwi.mrtrix.fit_tensor`'s outputs, with the same
+    clipping, masking and non-physical count as the dipy fit (eigenvalues of MRtrix3's
+    tensor image)."""
+    from neuroadapt.dwi.mrtrix import eigenvalues
+
+    evals = eigenvalues(raw["tensor"])
+    raw_fa = raw["fa"]
+    nonphysical = mask & (
+        (evals < 0).any(axis=-1) | ~np.isfinite(raw_fa) | (raw_fa > 1) | (raw_fa < 0)
+    )
+    fa = np.clip(np.nan_to_num(raw_fa), 0.0, 1.0) * mask
+    rgb = np.clip(np.abs(raw["evec"]) * fa[..., None], 0.0, 1.0)
+    return TensorMaps(
+        fa.astype(np.float32),
+        (raw["md"] * mask).astype(np.float32),
+        (raw["ad"] * mask).astype(np.float32),
+        (raw["rd"] * mask).astype(np.float32),
+        rgb.astype(np.float32),
+        int(nonphysical.sum()),
+        keep,
+    )

@@ -24,7 +24,7 @@ from nipype.interfaces.base import (  # noqa: E402
 )
 from nipype.pipeline import engine as pe  # noqa: E402
 
-from neuroadapt.dwi import denoise, gradients, mask, motion, tensor  # noqa: E402
+from neuroadapt.dwi import denoise, gradients, mask, motion, mrtrix, tensor  # noqa: E402
 from neuroadapt.dwi.settings import (  # noqa: E402
     DenoiseSettings,
     DwiSettings,
@@ -111,6 +111,7 @@ class _DenoiseInput(_SeriesInput):
     mask_file = File(exists=True, mandatory=True, desc="where to denoise")
     method = traits.Enum(*denoise.METHODS, usedefault=True)
     patch_radius = traits.Int(2, usedefault=True)
+    backend = traits.Enum(*mrtrix.BACKENDS, usedefault=True, desc="dipy or mrtrix3 (dwidenoise)")
 
 
 class _DenoiseOutput(TraitedSpec):
@@ -119,7 +120,7 @@ class _DenoiseOutput(TraitedSpec):
 
 
 class Denoise(SimpleInterface):
-    """MP-PCA or patch2self denoising (dipy)."""
+    """MP-PCA or patch2self denoising (dipy), or MP-PCA by MRtrix3's dwidenoise."""
 
     input_spec = _DenoiseInput
     output_spec = _DenoiseOutput
@@ -129,12 +130,15 @@ class Denoise(SimpleInterface):
         image = nib.load(i.dwi_file)
         bvals = np.loadtxt(i.bval_file, ndmin=1)
         head = np.asarray(nib.load(i.mask_file).dataobj) > 0
-        data, sigma = denoise.denoise(
-            np.asarray(image.dataobj, dtype=np.float32),
-            bvals,
-            DenoiseSettings(i.method, i.patch_radius),
-            head,
-        )
+        if i.backend == "mrtrix3":
+            data, sigma = mrtrix.denoise(i.dwi_file, i.mask_file, i.patch_radius, Path(runtime.cwd))
+        else:
+            data, sigma = denoise.denoise(
+                np.asarray(image.dataobj, dtype=np.float32),
+                bvals,
+                DenoiseSettings(i.method, i.patch_radius),
+                head,
+            )
         self._results["dwi_file"] = save_nifti(data, image.affine, Path(runtime.cwd) / "dwi.nii")
         self._results["noise_sigma"] = sigma
         return runtime
@@ -143,6 +147,7 @@ class Denoise(SimpleInterface):
 class _UnringInput(BaseInterfaceInputSpec):
     dwi_file = File(exists=True, mandatory=True)
     slice_axis = traits.Int(2, usedefault=True, desc="axis across slices (RAS: 2 = axial)")
+    backend = traits.Enum(*mrtrix.BACKENDS, usedefault=True, desc="dipy or mrtrix3 (mrdegibbs)")
 
 
 class _UnringOutput(TraitedSpec):
@@ -150,14 +155,19 @@ class _UnringOutput(TraitedSpec):
 
 
 class Unring(SimpleInterface):
-    """Gibbs unringing (dipy)."""
+    """Gibbs unringing in the axial plane (dipy gibbs_removal or MRtrix3 mrdegibbs)."""
 
     input_spec = _UnringInput
     output_spec = _UnringOutput
 
     def _run_interface(self, runtime):
         image = nib.load(self.inputs.dwi_file)
-        data = denoise.unring(np.asarray(image.dataobj, dtype=np.float32), self.inputs.slice_axis)
+        if self.inputs.backend == "mrtrix3":
+            data = mrtrix.unring(self.inputs.dwi_file, Path(runtime.cwd))
+        else:
+            data = denoise.unring(
+                np.asarray(image.dataobj, dtype=np.float32), self.inputs.slice_axis
+            )
         self._results["dwi_file"] = save_nifti(data, image.affine, Path(runtime.cwd) / "dwi.nii")
         return runtime
 
@@ -203,6 +213,7 @@ class MotionCorrect(SimpleInterface):
 class _MaskInput(_SeriesInput):
     median_radius = traits.Int(2, usedefault=True)
     numpass = traits.Int(1, usedefault=True)
+    backend = traits.Enum(*mrtrix.BACKENDS, usedefault=True, desc="dipy or mrtrix3 (dwi2mask)")
 
 
 class _MaskOutput(TraitedSpec):
@@ -211,7 +222,8 @@ class _MaskOutput(TraitedSpec):
 
 
 class BrainMask(SimpleInterface):
-    """b0 reference (mean of the b=0 volumes) and brain mask (dipy median_otsu)."""
+    """b0 reference (mean of the b=0 volumes) and brain mask (dipy median_otsu or MRtrix3
+    dwi2mask)."""
 
     input_spec = _MaskInput
     output_spec = _MaskOutput
@@ -220,8 +232,11 @@ class BrainMask(SimpleInterface):
         i = self.inputs
         series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
         b0 = mask.b0_reference(series.data, series.b0_mask(i.b0_threshold))
-        brain = mask.brain_mask(b0, MaskSettings(i.median_radius, i.numpass))
         cwd = Path(runtime.cwd)
+        if i.backend == "mrtrix3":
+            brain = mrtrix.brain_mask(i.dwi_file, i.bval_file, i.bvec_file, cwd)
+        else:
+            brain = mask.brain_mask(b0, MaskSettings(i.median_radius, i.numpass))
         self._results["b0_file"] = save_nifti(b0, series.affine, cwd / "b0.nii")
         self._results["mask_file"] = save_nifti(brain, series.affine, cwd / "mask.nii", np.uint8)
         return runtime
@@ -231,6 +246,9 @@ class _TensorInput(_SeriesInput):
     mask_file = File(exists=True, mandatory=True)
     fit_method = traits.Enum(*tensor.FIT_METHODS, usedefault=True)
     max_bval = traits.Float(1200.0, usedefault=True, desc="largest b-value (s/mm^2) fitted")
+    backend = traits.Enum(
+        *mrtrix.BACKENDS, usedefault=True, desc="dipy or mrtrix3 (dwi2tensor + tensor2metric)"
+    )
 
 
 class _TensorOutput(TraitedSpec):
@@ -244,7 +262,8 @@ class _TensorOutput(TraitedSpec):
 
 
 class FitTensor(SimpleInterface):
-    """Diffusion tensor fit (dipy) on the b <= max_bval volumes: FA, MD, AD, RD, colour FA."""
+    """Diffusion tensor fit (dipy, or MRtrix3 dwi2tensor + tensor2metric) on the
+    b <= max_bval volumes: FA, MD, AD, RD, colour FA."""
 
     input_spec = _TensorInput
     output_spec = _TensorOutput
@@ -253,15 +272,24 @@ class FitTensor(SimpleInterface):
         i = self.inputs
         series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
         brain = np.asarray(nib.load(i.mask_file).dataobj) > 0
-        maps = tensor.fit_tensor(
-            series.data,
-            series.bvals,
-            series.bvecs_voxel,
-            brain,
-            TensorSettings(i.fit_method, i.max_bval),
-            i.b0_threshold,
-        )
         cwd = Path(runtime.cwd)
+        if i.backend == "mrtrix3":
+            keep = tensor.shell_volumes(series.bvals, i.max_bval)
+            shell = save_nifti(series.data[..., keep], series.affine, cwd / "shell.nii")
+            bval, bvec = save_gradients(
+                series.bvals[keep], series.bvecs_voxel[keep], series.affine, cwd / "shell"
+            )
+            raw = mrtrix.fit_tensor(shell, bval, bvec, i.mask_file, i.fit_method, cwd)
+            maps = tensor.maps_from_mrtrix(raw, brain, keep)
+        else:
+            maps = tensor.fit_tensor(
+                series.data,
+                series.bvals,
+                series.bvecs_voxel,
+                brain,
+                TensorSettings(i.fit_method, i.max_bval),
+                i.b0_threshold,
+            )
         for name in ("fa", "md", "ad", "rd", "rgb"):
             self._results[f"{name}_file"] = save_nifti(
                 getattr(maps, name), series.affine, cwd / f"{name}.nii"
@@ -298,6 +326,7 @@ def build_workflow(
             Denoise(
                 method=settings.denoise.method,
                 patch_radius=settings.denoise.patch_radius,
+                backend=settings.denoise.backend,
                 b0_threshold=b0,
             ),
             name="denoise",
@@ -321,8 +350,8 @@ def build_workflow(
             ]
         )
         series = (node, "dwi_file")
-    if settings.gibbs_unringing:
-        node = pe.Node(Unring(), name="unring")
+    if settings.unring.enabled:
+        node = pe.Node(Unring(backend=settings.unring.backend), name="unring")
         workflow.connect(series[0], series[1], node, "dwi_file")
         series = (node, "dwi_file")
     if settings.motion.enabled:
@@ -346,12 +375,16 @@ def build_workflow(
         series = (node, "dwi_file")
         gradients_from = node
     brain = pe.Node(
-        BrainMask(median_radius=m.median_radius, numpass=m.numpass, b0_threshold=b0), name="mask"
+        BrainMask(
+            median_radius=m.median_radius, numpass=m.numpass, backend=m.backend, b0_threshold=b0
+        ),
+        name="mask",
     )
     fit = pe.Node(
         FitTensor(
             fit_method=settings.tensor.fit_method,
             max_bval=settings.tensor.max_bval,
+            backend=settings.tensor.backend,
             b0_threshold=b0,
         ),
         name="tensor",

@@ -6,6 +6,7 @@ sys.path.insert(0, workflow.basedir)
 from neuroadapt.subjects import find_row, read_subjects_table, row_folder, row_prefix
 from neuroadapt.config import (
     DEMO_ROOT,
+    DIFFUSION_MAPS,
     dataset_dir,
     required_columns,
     required_modalities,
@@ -133,12 +134,11 @@ def petct_outputs(wildcards):
 
 
 # Diffusion (workflow/rules/dwi.smk): datasets some experiment feeds a tensor map.
-DWI_INPUTS = {"fa", "md", "ad", "rd"}
 DWI_DATASETS = sorted(
     {
         e["dataset"]
         for e in config["experiments"].values()
-        if DWI_INPUTS & set(e["inputs"])
+        if DIFFUSION_MAPS & set(e["inputs"])
     }
 )
 DWI_ROOT = "results/{dataset}/derivatives/neuroadapt"
