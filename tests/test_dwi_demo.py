@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import dwi_output_paths, make_cohort
+from conftest import SMALL_DWI, dwi_output_paths, make_cohort
 
 from neuroadapt.demo import brain
 from neuroadapt.demo.bidsio import subject_rng
@@ -106,11 +106,11 @@ def true_transforms(truth, index=0, label="001"):
     )
 
 
-def test_motion_correction_recovers_the_planted_b0_motion(moving_cohort):
-    """b=0 volumes (same contrast as the reference) are recovered; the residual of every
-    volume is printed. Diffusion-weighted volumes are not yet recovered reliably (their
-    registration to the tensor prediction leaves errors of the order of the planted
-    motion), so no assertion is made on them here."""
+def test_motion_correction_recovers_the_planted_motion(moving_cohort):
+    """Mean displacement over the brain (mm) between the estimated and the planted transform
+    of every volume, printed per volume. b=0 volumes (the reference's contrast) are recovered
+    to under 30% of their planted motion; diffusion-weighted ones, registered to a model
+    prediction and anchored to the b0, to under half on average (measured: 1.2 mm of 3.6)."""
     bids, truth = moving_cohort
     series = gradients.to_ras(gradients.load_dwi(*series_paths(bids)))
     b0 = mask.b0_reference(series.data, series.b0_mask())
@@ -121,7 +121,7 @@ def test_motion_correction_recovers_the_planted_b0_motion(moving_cohort):
         series.bvals,
         series.bvecs_voxel,
         head,
-        MotionSettings(iterations=1),
+        MotionSettings(iterations=2),
     )
     brain_mask = mask.brain_mask(b0, MaskSettings())
     points = nib.affines.apply_affine(series.affine, np.argwhere(brain_mask))
@@ -136,4 +136,61 @@ def test_motion_correction_recovers_the_planted_b0_motion(moving_cohort):
     print("per-volume residual (mm):", np.round(error, 2).tolist())
     print("per-volume planted (mm):", np.round(planted, 2).tolist())
     b0s = np.flatnonzero(series.bvals <= 50)[1:]
+    weighted = np.flatnonzero(series.bvals > 50)
+    print(
+        f"diffusion-weighted: residual {error[weighted].mean():.2f} mm, planted "
+        f"{planted[weighted].mean():.2f} mm"
+    )
     assert (error[b0s] < 0.3 * planted[b0s]).all()
+    assert error[weighted].mean() < 0.5 * planted[weighted].mean()
+
+
+def test_motion_correction_lowers_the_fa_error(moving_cohort, tmp_path):
+    """With motion of a few millimetres, correcting it brings FA and MD closer to the truth.
+    (At the demo's own sub-millimetre motion on 4 mm voxels it does not: the registration
+    noise and the extra interpolation cost as much as the motion; measured FA MAE 0.039
+    without and 0.041 with correction, see the README.)"""
+    bids, truth = moving_cohort
+    uncorrected, _ = run(bids, tmp_path / "off", {"motion": {"enabled": False}})
+    corrected, _ = run(bids, tmp_path / "on", {"motion": {"iterations": 2}})
+    (fa_off, md_off), (fa_on, md_on) = errors(uncorrected, truth), errors(corrected, truth)
+    print(
+        f"FA MAE {fa_off:.4f} -> {fa_on:.4f}; MD median relative error {md_off:.4f} -> {md_on:.4f}"
+    )
+    assert fa_on < 0.85 * fa_off and md_on < md_off
+
+
+def test_the_planted_group_effect_shows_in_the_fa_maps(dwi_cohort, tmp_path_factory):
+    """The same subjects generated without the effect (same seed: same anatomy, motion and
+    noise) give the paired comparison: in the planted region the pipeline's FA drops for
+    patients and stays for typically developing subjects. (Between subjects, age and anatomy
+    vary FA in the region as much as the effect does, so 4 subjects cannot show it unpaired.)"""
+    bids, truth = dwi_cohort
+    root = tmp_path_factory.mktemp("no_effect")
+    null_bids, _ = make_cohort(root, SMALL_DWI | {"effect_size": 0.0}, "null")
+    participants = pd.read_csv(bids / "participants.tsv", sep="\t")
+    # every patient, and one typically developing subject as the control
+    chosen = pd.concat(
+        [
+            participants[participants.diagnosis == "ADHD"],
+            participants[participants.diagnosis == "TD"][:1],
+        ]
+    )
+    change = {}
+    for participant, diagnosis in zip(chosen.participant_id, chosen.diagnosis, strict=True):
+        label = participant.removeprefix("sub-")
+        region = truth_map(truth, "desc-effect_mask", label) > 0
+        means = []
+        for name, source in (("effect", bids), ("null", null_bids)):
+            outputs = dwi_output_paths(root / name / label)
+            process_subject(
+                *series_paths(source, label), [], settings_from_config(DEMO), outputs, participant
+            )
+            means.append(nib.load(outputs["fa"]).get_fdata()[region].mean())
+        change[participant] = (diagnosis, float(means[0] - means[1]))
+    print("FA change in the effect region (with - without effect):", change)
+    for diagnosis, delta in change.values():
+        if diagnosis == "ADHD":
+            assert delta < -0.03
+        else:
+            assert abs(delta) < 0.01
