@@ -108,3 +108,18 @@ def test_mrtrix_mask_covers_the_brain_like_median_otsu(dwi_cohort, tmp_path):
     dice = 2 * (ours & theirs).sum() / (ours.sum() + theirs.sum())
     print(f"brain mask Dice, median_otsu vs dwi2mask: {dice:.3f}")
     assert dice > 0.85
+
+
+def test_a_failing_mrtrix_command_is_an_error_not_a_stale_file(tmp_path):
+    """nipype's mrtrix3 interfaces report success on a non-zero exit status; the backend
+    must not then read an old output lying in the folder."""
+    from neuroadapt.dwi import mrtrix
+
+    broken = tmp_path / "broken.nii"
+    broken.write_bytes(b"not a NIfTI file")
+    nib.save(
+        nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)),
+        tmp_path / "mrtrix_unring.nii",
+    )
+    with pytest.raises(mrtrix.MrtrixError, match=r"mrdegibbs .*broken.nii"):
+        mrtrix.unring(str(broken), tmp_path)

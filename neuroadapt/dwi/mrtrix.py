@@ -42,12 +42,30 @@ def check_commands(backends: dict[str, str], where: str = "dwi") -> None:
             )
 
 
+class MrtrixError(RuntimeError):
+    """An MRtrix3 command failed; the message holds its command line and error output."""
+
+
 def _run(interface, extra: str = "") -> object:
     """Run a nipype interface (with ``extra`` command-line flags); its outputs. One thread:
-    subjects run in parallel instead; -quiet keeps progress bars out of the job logs."""
+    subjects run in parallel instead; -quiet keeps progress bars out of the job logs; -force
+    lets a rerun in the same folder replace its files.
+
+    nipype's mrtrix3 interfaces do not raise on a non-zero exit status (seen with nipype
+    1.11: the run "succeeds" and an old output file would be read), so it is checked here."""
     interface.inputs.nthreads = 1
-    interface.inputs.args = f"{extra} -quiet".strip()
-    return interface.run().outputs
+    interface.inputs.args = f"{extra} -quiet -force".strip()
+    command = interface.cmdline
+    try:
+        result = interface.run()
+    except (OSError, RuntimeError) as error:  # e.g. an output the command did not write
+        raise MrtrixError(f"{command}: {error}") from None
+    if result.runtime.returncode != 0:
+        raise MrtrixError(
+            f"{command}: exit status {result.runtime.returncode}: "
+            f"{(result.runtime.stderr or '').strip()[-500:]}"
+        )
+    return result.outputs
 
 
 def denoise(
