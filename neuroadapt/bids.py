@@ -73,6 +73,32 @@ DEFAULT_MODALITIES: dict[str, Modality] = {
 }
 
 
+def qsiprep_modalities(qsiprep_dir: Path) -> dict[str, Modality]:
+    """The DWI that QSIPrep already preprocessed (``desc-preproc``, with its .bval/.bvec) and
+    its brain mask (``desc-brain_mask``), from a QSIPrep derivatives folder, replacing the
+    raw DWI. QSIPrep writes one output space (T1w or ACPC); should a folder hold several,
+    ingestion asks to pick one with modalities: {dwi: {entities: {space: ...}}}.
+    ``qsiprep_dir``: a name under the dataset's derivatives/ or an absolute path."""
+    root = str(qsiprep_dir)
+    return {
+        "dwi": Modality(
+            "dwi",
+            datatype="dwi",
+            suffix="dwi",
+            entities={"desc": "preproc"},
+            derivatives=root,
+            ndim=4,
+        ),
+        "dwi_mask": Modality(
+            "dwi_mask",
+            datatype="dwi",
+            suffix="mask",
+            entities={"desc": "brain"},
+            derivatives=root,
+        ),
+    }
+
+
 def modalities_for(overrides: Mapping[str, Mapping] | None) -> dict[str, Modality]:
     """Default modalities with a dataset's config overrides applied."""
     modalities = dict(DEFAULT_MODALITIES)
@@ -460,16 +486,35 @@ def ingest(
     on_missing_modality: str = "drop",
     modality_overrides: Mapping[str, Mapping] | None = None,
     check_image_data: bool = True,
+    qsiprep_dir: str | Path | None = None,
 ) -> IngestResult:
     """Index and check a BIDS dataset; return the subject/session table and a report.
 
     ``required`` are the modalities the experiments need (e.g. ``["dwi", "t1w"]``): a row
     lacking one is dropped with a warning or fails the run (``on_missing_modality``).
     Present-but-broken files always fail. Other known modalities are recorded when found.
+    ``qsiprep_dir`` (absolute, or relative to ``bids_dir``): take the DWI, gradients and
+    brain mask QSIPrep preprocessed instead of the raw DWI (:func:`qsiprep_modalities`).
     """
     bids_dir = Path(bids_dir)
     description = check_dataset_root(bids_dir)
     modalities = modalities_for(modality_overrides)
+    if qsiprep_dir is not None:
+        qsiprep_root = bids_dir / qsiprep_dir  # an absolute path stays as it is
+        if not qsiprep_root.is_dir():
+            raise InputError(
+                qsiprep_root,
+                "is not a folder (qsiprep_dir must name QSIPrep's output folder)",
+                "give the folder holding QSIPrep's sub-*/dwi outputs, absolute or relative "
+                "to bids_dir, e.g. derivatives/qsiprep",
+            )
+        try:  # inside the dataset's derivatives/: its name there, so paths stay relative
+            location = qsiprep_root.relative_to(bids_dir / "derivatives")
+        except ValueError:
+            location = qsiprep_root.resolve()
+        modalities |= qsiprep_modalities(location)
+        if "dwi" in required:
+            required = [*required, "dwi_mask"]
     unknown = [name for name in required if name not in modalities]
     if unknown:
         raise InputError(

@@ -23,6 +23,7 @@ with logged(snakemake.log) as log:
         outputs={key: snakemake.output[key] for key in OUTPUT_KEYS},
         subject=snakemake.wildcards.prefix,
         work_root=snakemake.resources.get("tmpdir"),
+        mask=snakemake.input.get("mask"),  # QSIPrep's, when it preprocessed the series
     )
     log.info("%s: seconds per step %s", snakemake.wildcards.prefix, summary["timings"])
     log.info("%s: image QC %s", snakemake.wildcards.prefix, summary["qc"])

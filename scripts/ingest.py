@@ -21,6 +21,7 @@ with logged(snakemake.log) as log:
         on_missing_modality=dataset.get("on_missing_modality", "drop"),
         modality_overrides=dataset.get("modalities"),
         check_image_data=dataset.get("check_image_data", True),
+        qsiprep_dir=dataset.get("qsiprep_dir"),
     )
     write_outputs(result, snakemake.output.table, snakemake.output.report)
     log.info(

@@ -79,24 +79,35 @@ def process_subject(
     subject: str,
     work_root: str | None = None,
     keep_work: bool = False,
+    mask: str | None = None,
 ) -> dict:
     """Preprocess one DWI series and write ``outputs`` (keys: :data:`OUTPUT_KEYS`).
 
+    ``mask``: the series comes preprocessed from QSIPrep and this is its brain mask; only
+    the b0 reference and the tensor fit run, and the motion confounds are QSIPrep's own
+    (``*confounds*.tsv`` beside the series) when present.
     Returns a summary: per-step seconds (``timings``), the image-QC row and the noise sigma.
     """
     from neuroadapt.dwi.workflow import build_workflow, run_workflow
 
-    gradients.load_dwi(dwi, bval, bvec, settings.b0_threshold)  # InputError before any work
+    # InputErrors before any work: the series, and a given mask on the series' grid
+    series = gradients.load_dwi(dwi, bval, bvec, settings.b0_threshold)
+    if mask is not None:
+        from neuroadapt.dwi.mask import conform_mask
+
+        canonical = gradients.to_ras(series)
+        conform_mask(mask, canonical.data.shape[:3], canonical.affine)
+    del series
     acquisition = merge_sidecars(sidecars) if sidecars else {}
     work = Path(tempfile.mkdtemp(prefix=f"neuroadapt-dwi-{subject}-", dir=work_root))
     try:
-        workflow = build_workflow(dwi, bval, bvec, settings, work)
+        workflow = build_workflow(dwi, bval, bvec, settings, work, given_mask=mask)
         started = time.perf_counter()
         results = run_workflow(workflow)
         total = time.perf_counter() - started
         timings = _node_seconds(work / workflow.name, results)
         summary = _write_outputs(
-            results, settings, outputs, subject, [dwi, bval, bvec], acquisition
+            results, settings, outputs, subject, [dwi, bval, bvec], acquisition, mask
         )
     finally:
         if not keep_work:
@@ -131,7 +142,7 @@ def _final(results: Mapping[str, dict], settings: DwiSettings) -> tuple[str, str
     )
 
 
-def _write_outputs(results, settings, outputs, subject, sources, acquisition) -> dict:
+def _write_outputs(results, settings, outputs, subject, sources, acquisition, upstream) -> dict:
     dwi_file, bval_file, bvec_file = _final(results, settings)
     series = nib.load(dwi_file)
     affine = series.affine
@@ -139,10 +150,13 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition) ->
     n = len(bvals)
     if "motion" in results:
         transforms = np.load(results["motion"]["transforms_file"])
+        parameters = motion.motion_parameters(transforms)
+        fd = motion.framewise_displacement(parameters)
+    elif upstream:
+        parameters, fd = qc.upstream_confounds(sources[0], n)
     else:
-        transforms = np.repeat(np.eye(4)[None], n, axis=0)
-    parameters = motion.motion_parameters(transforms)
-    fd = motion.framewise_displacement(parameters)
+        parameters = motion.motion_parameters(np.repeat(np.eye(4)[None], n, axis=0))
+        fd = motion.framewise_displacement(parameters)
     confounds = qc.confounds_table(bvals, parameters, fd)
 
     brain = np.asarray(nib.load(results["mask"]["mask_file"]).dataobj) > 0
@@ -159,18 +173,15 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition) ->
 
     steps = {
         "Reorientation": "closest canonical RAS+ (nibabel), b-vectors rotated",
-        "Denoising": asdict(settings.denoise)
-        | {"NoiseSigma": results.get("denoise", {}).get("noise_sigma")},
-        "GibbsUnringing": asdict(settings.unring),
-        "MotionCorrection": asdict(settings.motion)
-        | {"Method": "rigid, dipy affine_registration (MI) to the b0 / tensor prediction"},
-        "BrainMask": asdict(settings.mask)
-        | {
-            "Method": "dipy median_otsu on the mean b0"
-            if settings.mask.backend == "dipy"
-            else "MRtrix3 dwi2mask"
-        },
     }
+    if upstream:
+        steps |= {
+            "Preprocessing": "QSIPrep, upstream: denoising, unringing, head-motion/eddy "
+            "correction and the brain mask were taken as they are",
+            "BrainMask": {"Source": str(upstream)},
+        }
+    else:
+        steps |= _own_steps(results, settings)
     tensor_info = asdict(settings.tensor) | {
         "Model": "diffusion tensor ("
         + ("dipy TensorModel" if settings.tensor.backend == "dipy" else "MRtrix3 dwi2tensor")
@@ -237,7 +248,25 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition) ->
         for staging, _ in staged:
             Path(staging).unlink(missing_ok=True)
         raise
-    return {"qc": qc_row, "noise_sigma": steps["Denoising"]["NoiseSigma"]}
+    noise_sigma = steps.get("Denoising", {}).get("NoiseSigma")
+    return {"qc": qc_row, "noise_sigma": noise_sigma}
+
+
+def _own_steps(results, settings) -> dict:
+    """The preprocessing steps this pipeline ran, with their settings."""
+    return {
+        "Denoising": asdict(settings.denoise)
+        | {"NoiseSigma": results.get("denoise", {}).get("noise_sigma")},
+        "GibbsUnringing": asdict(settings.unring),
+        "MotionCorrection": asdict(settings.motion)
+        | {"Method": "rigid, dipy affine_registration (MI) to the b0 / tensor prediction"},
+        "BrainMask": asdict(settings.mask)
+        | {
+            "Method": "dipy median_otsu on the mean b0"
+            if settings.mask.backend == "dipy"
+            else "MRtrix3 dwi2mask"
+        },
+    }
 
 
 def _tsv_row(row: Mapping) -> str:

@@ -107,3 +107,25 @@ def motion_figure(confounds: pd.DataFrame, path: str | Path) -> None:
     for axis in axes[:2]:
         axis.legend(fontsize=7, ncol=3, frameon=False)
     save_figure(figure, path)
+
+
+def upstream_confounds(dwi_path: str, n_volumes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Motion parameters (N, 6; mm, radians) and framewise displacement (N,) of a series
+    QSIPrep preprocessed, from its confounds TSV beside the series (``<sub>[_ses]_*confounds*
+    .tsv``, the trans_*/rot_* and framewise_displacement columns QSIPrep writes). NaN when
+    there is none or it does not describe these volumes: unknown, never zero motion."""
+    path = Path(dwi_path)
+    prefix = "_".join(p for p in path.name.split("_") if p.startswith(("sub-", "ses-")))
+    candidates = sorted(path.parent.glob(f"{prefix}_*confounds*.tsv"))
+    unknown = np.full((n_volumes, len(PARAMETER_NAMES)), np.nan), np.full(n_volumes, np.nan)
+    if len(candidates) != 1:
+        return unknown
+    table = pd.read_csv(candidates[0], sep="\t", na_values=["n/a"])
+    if len(table) != n_volumes or not set(PARAMETER_NAMES) <= set(table.columns):
+        return unknown
+    parameters = table[list(PARAMETER_NAMES)].to_numpy(float)
+    if "framewise_displacement" not in table:
+        return parameters, unknown[1]
+    fd = table["framewise_displacement"].to_numpy(float, copy=True)
+    fd[0] = 0.0 if np.isnan(fd[0]) else fd[0]  # the first volume's is n/a by definition
+    return parameters, fd

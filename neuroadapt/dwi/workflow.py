@@ -20,6 +20,7 @@ from nipype.interfaces.base import (  # noqa: E402
     File,
     SimpleInterface,
     TraitedSpec,
+    isdefined,
     traits,
 )
 from nipype.pipeline import engine as pe  # noqa: E402
@@ -213,6 +214,9 @@ class MotionCorrect(SimpleInterface):
 class _MaskInput(_SeriesInput):
     median_radius = traits.Int(2, usedefault=True)
     numpass = traits.Int(1, usedefault=True)
+    given_mask_file = File(
+        exists=True, desc="a brain mask made upstream (QSIPrep), used instead of computing one"
+    )
     backend = traits.Enum(*mrtrix.BACKENDS, usedefault=True, desc="dipy or mrtrix3 (dwi2mask)")
 
 
@@ -233,7 +237,9 @@ class BrainMask(SimpleInterface):
         series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
         b0 = mask.b0_reference(series.data, series.b0_mask(i.b0_threshold))
         cwd = Path(runtime.cwd)
-        if i.backend == "mrtrix3":
+        if isdefined(i.given_mask_file):
+            brain = mask.conform_mask(i.given_mask_file, series.data.shape[:3], series.affine)
+        elif i.backend == "mrtrix3":
             brain = mrtrix.brain_mask(i.dwi_file, i.bval_file, i.bvec_file, cwd)
         else:
             brain = mask.brain_mask(b0, MaskSettings(i.median_radius, i.numpass))
@@ -300,10 +306,19 @@ class FitTensor(SimpleInterface):
 
 
 def build_workflow(
-    dwi_file: str, bval_file: str, bvec_file: str, settings: DwiSettings, base_dir: str | Path
+    dwi_file: str,
+    bval_file: str,
+    bvec_file: str,
+    settings: DwiSettings,
+    base_dir: str | Path,
+    given_mask: str | None = None,
 ) -> pe.Workflow:
-    """The per-subject workflow in QSIPrep's order; steps switched off are left out."""
-    from dataclasses import asdict
+    """The per-subject workflow in QSIPrep's order; steps switched off are left out.
+
+    ``given_mask``: the series was preprocessed upstream (QSIPrep) and this is its brain
+    mask: denoising, unringing and motion correction are left out and the mask is used as
+    it is; only the b0 reference and the tensor fit run."""
+    from dataclasses import asdict, replace
 
     b0 = settings.b0_threshold
     m = settings.mask
@@ -321,6 +336,13 @@ def build_workflow(
     )
     series = (conform, "dwi_file")
     gradients_from = conform
+    if given_mask is not None:
+        settings = replace(
+            settings,
+            denoise=replace(settings.denoise, method="none"),
+            unring=replace(settings.unring, enabled=False),
+            motion=replace(settings.motion, enabled=False),
+        )
     if settings.denoise.method != "none":
         node = pe.Node(
             Denoise(
@@ -380,6 +402,8 @@ def build_workflow(
         ),
         name="mask",
     )
+    if given_mask is not None:
+        brain.inputs.given_mask_file = str(Path(given_mask).resolve())
     fit = pe.Node(
         FitTensor(
             fit_method=settings.tensor.fit_method,

@@ -147,9 +147,13 @@ DWI_TENSOR = "results/{dataset}/derivatives/neuroadapt/{folder}/tensors/{prefix}
 
 
 def dwi_inputs(wildcards):
-    """The row's DWI series with its .bval/.bvec."""
+    """The row's DWI series with its .bval/.bvec, and its brain mask when QSIPrep already
+    preprocessed the series (datasets.<name>.qsiprep_dir)."""
     row = ingested_row(wildcards)
-    return {"dwi": row["dwi"], "bval": row["dwi_bval"], "bvec": row["dwi_bvec"]}
+    inputs = {"dwi": row["dwi"], "bval": row["dwi_bval"], "bvec": row["dwi_bvec"]}
+    if isinstance(row.get("dwi_mask"), str):
+        inputs["mask"] = row["dwi_mask"]
+    return inputs
 
 
 def dwi_sidecars(wildcards):
