@@ -76,6 +76,23 @@ def test_known_transforms_are_recovered(subjects):
         assert rotation_error_deg(result.pet_to_ct, truth) < 1.0, label
 
 
+def test_affine_mode_recovers_a_rigid_truth_without_inventing_scale(subjects):
+    """The optional affine transform (12 parameters) on a pair whose truth is rigid: TRE
+    within the same limit, and the fitted linear part stays a rotation (no spurious
+    scaling or shear beyond 2%)."""
+    from neuroadapt.petct.registration import RegistrationSettings
+
+    bids, labels, truths = subjects
+    files = subject_files(bids, labels[0])
+    ct, pet = load_pair(files)
+    truth = np.asarray(truths[labels[0]]["pet_to_ct"])
+    result = register(ct, pet, RegistrationSettings(transform="affine"), threads=2)
+    tre = target_registration_error(result.pet_to_ct, truth, head_points(ct))
+    assert tre.max() < tolerance_mm(files["pet"]), tre.max()
+    singular = np.linalg.svd(result.pet_to_ct[:3, :3], compute_uv=False)
+    assert np.allclose(singular, 1.0, atol=0.02), singular
+
+
 @pytest.mark.parametrize(
     "rotation_deg, translation_mm",
     [((10.0, 0.0, 0.0), (20.0, 0.0, 0.0)), ((0.0, -7.0, 7.0), (0.0, -12.0, 16.0))],
