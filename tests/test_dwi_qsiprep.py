@@ -187,16 +187,8 @@ def test_the_workflow_runs_the_tensor_fit_on_qsiprep_outputs(qsiprep_dataset, tm
         "experiments": {"dti": _experiment("study")},
     }
     fa = "results/study/derivatives/neuroadapt/sub-001/dwi/sub-001_space-dwi_model-tensor_param-fa_dwimap.nii.gz"
-    snakemake(
-        "--cores",
-        "1",
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(write_config(tmp_path, config)),
-        "--replace-workflow-config",
-        fa,
-    )
+    args = ("--directory", str(tmp_path), "--replace-workflow-config", "--configfile")
+    snakemake(fa, "--cores", "1", *args, str(write_config(tmp_path, config)))
     table = pd.read_csv(tmp_path / "results/study/subjects.tsv", sep="\t")
     assert table.dwi_mask.notna().all()
     sidecar = json.loads((tmp_path / fa.replace("_dwimap.nii.gz", "_dwimap.json")).read_text())
@@ -208,3 +200,14 @@ def test_the_workflow_runs_the_tensor_fit_on_qsiprep_outputs(qsiprep_dataset, tm
         .split("seconds per step")[1]
         .split("\n")[0]
     )
+
+    # A changed diffusion setting reruns the diffusion job and nothing upstream of it.
+    config["dwi"] = {"tensor": {"fit_method": "OLS"}}
+    plan = snakemake(fa, "-n", *args, str(write_config(tmp_path, config))).stdout
+    jobs = {
+        line.split()[0]: line.split()[1]
+        for line in plan.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
+    assert jobs.get("dwi") == "1" and "ingest" not in jobs, plan
+    assert "params" in plan.lower(), plan
