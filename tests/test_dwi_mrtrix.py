@@ -26,7 +26,7 @@ from neuroadapt.dwi.workflow import save_gradients, save_nifti
 if shutil.which("dwi2tensor") is None and not os.environ.get("NEUROADAPT_REQUIRE_MRTRIX"):
     pytest.skip("MRtrix3 is not installed (apt-get install mrtrix3)", allow_module_level=True)
 
-OFF = {"denoise": {"method": "none"}, "motion": {"enabled": False}}
+OFF = {"denoise": {"method": "none"}, "bias": {"enabled": False}, "motion": {"enabled": False}}
 
 
 def run(paths, out, config):

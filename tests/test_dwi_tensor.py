@@ -16,7 +16,7 @@ from neuroadapt.dwi import model_ready
 from neuroadapt.dwi.pipeline import process_subject
 from neuroadapt.dwi.settings import ModelReadySettings, settings_from_config
 
-OFF = {"denoise": {"method": "none"}, "motion": {"enabled": False}}
+OFF = {"denoise": {"method": "none"}, "bias": {"enabled": False}, "motion": {"enabled": False}}
 
 
 def run(tmp_path, name, config):

@@ -132,7 +132,7 @@ def _node_seconds(folder: Path, results: Mapping[str, dict]) -> dict[str, float]
 
 def _final(results: Mapping[str, dict], settings: DwiSettings) -> tuple[str, str, str]:
     """The preprocessed series (file, bval, bvec): the last step that ran."""
-    order = ["conform", "denoise", "unring", "motion"]
+    order = ["conform", "denoise", "unring", "bias", "motion"]
     last = [name for name in order if name in results][-1]
     gradient_node = "motion" if "motion" in results else "conform"
     return (
@@ -258,6 +258,7 @@ def _own_steps(results, settings) -> dict:
         "Denoising": asdict(settings.denoise)
         | {"NoiseSigma": results.get("denoise", {}).get("noise_sigma")},
         "GibbsUnringing": asdict(settings.unring),
+        "BiasFieldCorrection": asdict(settings.bias) | {"Method": "N4 (SimpleITK) on the mean b0"},
         "MotionCorrection": asdict(settings.motion)
         | {"Method": "rigid, dipy affine_registration (MI) to the b0 / tensor prediction"},
         "BrainMask": asdict(settings.mask)

@@ -36,6 +36,15 @@ class UnringSettings:
 
 
 @dataclass(frozen=True)
+class BiasSettings:
+    """B1 bias-field correction (N4 on the mean b0, SimpleITK): on by default, as QSIPrep's
+    ``--b1-biascorrect-stage final``; ``shrink_factor``: N4 runs on the image shrunk by it."""
+
+    enabled: bool = True
+    shrink_factor: int = 2
+
+
+@dataclass(frozen=True)
 class MotionSettings:
     """Rigid head-motion correction of every volume to the b0 reference (dipy).
 
@@ -114,6 +123,7 @@ class DwiSettings:
     b0_threshold: float = 50.0
     denoise: DenoiseSettings = field(default_factory=DenoiseSettings)
     unring: UnringSettings = field(default_factory=UnringSettings)
+    bias: BiasSettings = field(default_factory=BiasSettings)
     motion: MotionSettings = field(default_factory=MotionSettings)
     mask: MaskSettings = field(default_factory=MaskSettings)
     tensor: TensorSettings = field(default_factory=TensorSettings)
@@ -124,6 +134,7 @@ class DwiSettings:
 _SECTIONS = {
     "denoise": DenoiseSettings,
     "unring": UnringSettings,
+    "bias": BiasSettings,
     "motion": MotionSettings,
     "mask": MaskSettings,
     "tensor": TensorSettings,

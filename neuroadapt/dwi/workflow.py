@@ -25,7 +25,7 @@ from nipype.interfaces.base import (  # noqa: E402
 )
 from nipype.pipeline import engine as pe  # noqa: E402
 
-from neuroadapt.dwi import denoise, gradients, mask, motion, mrtrix, tensor  # noqa: E402
+from neuroadapt.dwi import bias, denoise, gradients, mask, motion, mrtrix, tensor  # noqa: E402
 from neuroadapt.dwi.settings import (  # noqa: E402
     DenoiseSettings,
     DwiSettings,
@@ -173,6 +173,37 @@ class Unring(SimpleInterface):
         return runtime
 
 
+class _BiasInput(_SeriesInput):
+    mask_file = File(exists=True, mandatory=True, desc="head mask N4 works in")
+    shrink_factor = traits.Int(2, usedefault=True)
+
+
+class _BiasOutput(TraitedSpec):
+    dwi_file = File(exists=True)
+    field_file = File(exists=True, desc="the multiplicative bias field, mean 1 in the mask")
+
+
+class BiasCorrect(SimpleInterface):
+    """B1 bias-field correction: N4 on the mean b0, every volume divided by the field."""
+
+    input_spec = _BiasInput
+    output_spec = _BiasOutput
+
+    def _run_interface(self, runtime):
+        i = self.inputs
+        series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
+        head = np.asarray(nib.load(i.mask_file).dataobj) > 0
+        b0 = mask.b0_reference(series.data, series.b0_mask(i.b0_threshold))
+        spacing = nib.affines.voxel_sizes(series.affine)
+        field = bias.n4_field(b0, head, spacing, i.shrink_factor)
+        cwd = Path(runtime.cwd)
+        self._results["dwi_file"] = save_nifti(
+            bias.correct(series.data, field), series.affine, cwd / "dwi.nii"
+        )
+        self._results["field_file"] = save_nifti(field, series.affine, cwd / "field.nii")
+        return runtime
+
+
 class _MotionInput(_SeriesInput):
     mask_file = File(exists=True, mandatory=True, desc="head mask for the model fit")
     settings = traits.Dict(desc="MotionSettings fields")
@@ -313,7 +344,8 @@ def build_workflow(
     base_dir: str | Path,
     given_mask: str | None = None,
 ) -> pe.Workflow:
-    """The per-subject workflow in QSIPrep's order; steps switched off are left out.
+    """The per-subject workflow in QSIPrep's order (denoise, unring, bias, motion, mask,
+    tensor); steps switched off are left out.
 
     ``given_mask``: the series was preprocessed upstream (QSIPrep) and this is its brain
     mask: denoising, unringing and motion correction are left out and the mask is used as
@@ -341,6 +373,7 @@ def build_workflow(
             settings,
             denoise=replace(settings.denoise, method="none"),
             unring=replace(settings.unring, enabled=False),
+            bias=replace(settings.bias, enabled=False),
             motion=replace(settings.motion, enabled=False),
         )
     if settings.denoise.method != "none":
@@ -375,6 +408,25 @@ def build_workflow(
     if settings.unring.enabled:
         node = pe.Node(Unring(backend=settings.unring.backend), name="unring")
         workflow.connect(series[0], series[1], node, "dwi_file")
+        series = (node, "dwi_file")
+    if settings.bias.enabled:
+        node = pe.Node(
+            BiasCorrect(shrink_factor=settings.bias.shrink_factor, b0_threshold=b0), name="bias"
+        )
+        workflow.connect(series[0], series[1], node, "dwi_file")
+        workflow.connect(
+            [
+                (
+                    conform,
+                    node,
+                    [
+                        ("bval_file", "bval_file"),
+                        ("bvec_file", "bvec_file"),
+                        ("head_mask_file", "mask_file"),
+                    ],
+                )
+            ]
+        )
         series = (node, "dwi_file")
     if settings.motion.enabled:
         node = pe.Node(
