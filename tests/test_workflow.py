@@ -183,7 +183,10 @@ def test_slurm_profile_is_found_from_the_repository_root_and_plans_the_demo(tmp_
     profile = yaml.safe_load((REPO / "slurm" / "config.yaml").read_text())
     assert profile["executor"] == "slurm" and profile["software-deployment-method"] == "conda"
     assert profile["retries"] >= 1 and profile["slurm-logdir"] == "logs/slurm"
-    assert profile["groups"]["petct"] == "subjects" and profile["group-components"]["subjects"] > 1
+    # every per-subject rule grouped, each under a name of its own (never mixed in one job)
+    groups = profile["groups"]
+    assert set(groups) == {"petct", "dwi"} and len(set(groups.values())) == len(groups)
+    assert all(profile["group-components"][name] > 1 for name in groups.values())
     without_conda = tmp_path / "profile"
     without_conda.mkdir()
     profile.pop("software-deployment-method")
