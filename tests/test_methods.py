@@ -176,7 +176,14 @@ def test_stem_inflation_keeps_response_to_repeated_channels(tmp_path):
 
 
 def test_all_methods_registered():
-    assert available_methods() == ["dora", "full_finetune", "linear_probe", "lora", "scratch"]
+    assert available_methods() == [
+        "dora",
+        "full_finetune",
+        "linear_probe",
+        "lora",
+        "molre",
+        "scratch",
+    ]
     with pytest.raises(KeyError, match="available: dora"):
         get_method("qlora")
 
@@ -346,6 +353,20 @@ FAST = {
 }
 
 
+def train_losses(method, xb, y, steps: int = 6) -> list[float]:
+    """Loss before each of ``steps`` optimiser steps on one batch."""
+    optimizer = method.optimizer()
+    model = method.model.train()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = method.loss(model(xb), y)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_each_method_loss_drops_on_tiny_batch(name):
     torch.manual_seed(0)
@@ -353,13 +374,115 @@ def test_each_method_loss_drops_on_tiny_batch(name):
     y = torch.tensor([0.0, 1.0, 0.0, 1.0])
     xb = torch.randn(4, 2, 16, 16, 16, generator=gen) + y.view(-1, 1, 1, 1, 1)  # class shifts mean
     method = get_method(name)(tiny(), **FAST[name])
-    optimizer = method.optimizer()
+    losses = train_losses(method, xb, y)
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+# --- molre (paper 3) ----------------------------------------------------------------------
+
+
+def molre_params(conv: nn.Conv3d, experts: int, r: int) -> int:
+    """Per adapted conv: E experts of A (r x d_in k^3) and B (d_out x r), router d_in x E + E."""
+    k3 = math.prod(conv.kernel_size)
+    return experts * (r * conv.in_channels * k3 + conv.out_channels * r) + (
+        conv.in_channels * experts + experts
+    )
+
+
+@pytest.mark.parametrize(("experts", "r"), [(1, 1), (4, 4)])
+def test_molre_parameter_counts_are_closed_form(backbone, experts, r):
+    layers = convs(backbone)
+    total_backbone = n_params(backbone)
+    method = get_method("molre")(
+        backbone, num_classes=5, experts=experts, r=r, target_modules="all"
+    )
+    report = method.parameter_report()
+    added = sum(molre_params(conv, experts, r) for conv in layers)
+    head = mlp_head_params(backbone.feature_dim, out=5)
+    assert report.trainable == added + head
+    assert report.total == total_backbone + added + head
+    assert len(method.layers) == len(layers)
+
+
+def test_molre_adds_under_half_a_percent_on_the_paper_backbone():
+    """Paper 3's budget, < 0.5% added parameters, with the defaults (4 experts of rank 2 on
+    the pointwise convs) on the CT foundation model's ResNet-50 x2 (built on the meta device:
+    shapes only)."""
+    from neuroadapt.methods.molre import target_layers
+    from neuroadapt.models.backbones import resnet50_w2
+
+    with torch.device("meta"):
+        paper = resnet50_w2()
+    names = target_layers(paper, "pointwise")
+    added = sum(molre_params(paper.get_submodule(n), 4, 2) for n in names)
+    print(
+        f"MoLRE on ResNet-50 x2: {len(names)} layers, {added:,} added, "
+        f"{100 * added / n_params(paper):.3f}%"
+    )
+    assert len(names) > 30 and added < 0.005 * n_params(paper)
+    with pytest.raises(ValueError, match="no Conv3d layer matching target_modules=\\[\\]"):
+        get_method("molre")(tiny(), target_modules=[])
+
+
+def test_molre_starts_as_the_backbone_and_routes_softly(backbone, x):
+    reference = copy.deepcopy(backbone)
+    method = get_method("molre")(backbone, task="binary", target_modules="all")
+    plain = Classifier(reference, copy.deepcopy(method.head)).eval()
+    method.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(method.model(x), plain(x), rtol=1e-5, atol=1e-6)
+        gates = method.layers[0].gates(x)
+    assert gates.shape == (2, 4) and torch.allclose(gates.sum(-1), torch.ones(2))
+
+
+def test_molre_equals_the_sum_of_its_experts(x):
+    """The fused computation equals sum_e g_e B_e A_e x computed expert by expert."""
+    from neuroadapt.methods.molre import MoLREConv3d
+
+    torch.manual_seed(3)
+    conv = nn.Conv3d(2, 6, 3, padding=1, stride=2)
+    layer = MoLREConv3d(conv, experts=3, r=2, alpha=4.0)
+    with torch.no_grad():
+        for p in (layer.up.weight, layer.router.weight, layer.router.bias):
+            p.normal_()
+        gates = layer.gates(x)
+        expected = conv(x)
+        for e in range(3):
+            down = nn.functional.conv3d(
+                x, layer.down.weight[2 * e : 2 * e + 2], stride=2, padding=1
+            )
+            up = nn.functional.conv3d(down, layer.up.weight[:, 2 * e : 2 * e + 2])
+            expected = expected + (4.0 / 2) * gates[:, e].view(-1, 1, 1, 1, 1) * up
+        torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_molre_step_trains_experts_routers_and_head_only(backbone, x):
+    method = get_method("molre")(backbone, num_classes=3, target_modules="all")
     model = method.model.train()
-    losses = []
-    for _ in range(6):
+    frozen = {k: v.detach().clone() for k, v in model.named_parameters() if not v.requires_grad}
+    buffers = {k: v.clone() for k, v in model.named_buffers()}
+    trainable = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+    optimizer = method.optimizer()
+    y = torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    for _ in range(2):
         optimizer.zero_grad()
-        loss = method.loss(model(xb), y)
-        loss.backward()
+        method.loss(model(x), y).backward()
         optimizer.step()
-        losses.append(loss.item())
+    params = dict(model.named_parameters())
+    assert frozen and all(torch.equal(v, params[k]) for k, v in frozen.items())
+    assert all(torch.equal(v, dict(model.named_buffers())[k]) for k, v in buffers.items())
+    changed = {k for k, v in trainable.items() if not torch.equal(v, params[k])}
+    assert changed == set(trainable)
+    assert {g["name"] for g in method.param_groups()} == {"adapters", "head"}
+
+
+def test_molre_multilabel_loss_drops_on_tiny_batch():
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(2)
+    y = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    xb = torch.randn(4, 2, 16, 16, 16, generator=gen) + y[:, :1].view(-1, 1, 1, 1, 1)
+    method = get_method("molre")(
+        tiny(), num_classes=2, target_modules="all", lr_adapters=1e-2, lr_head=1e-2
+    )
+    losses = train_losses(method, xb, y)
     assert losses[-1] < 0.8 * losses[0], losses

@@ -3,7 +3,14 @@
 Importing this package registers every method module below.
 """
 
-from neuroadapt.methods import dora, full_finetune, linear_probe, lora, scratch  # noqa: F401
+from neuroadapt.methods import (  # noqa: F401
+    dora,
+    full_finetune,
+    linear_probe,
+    lora,
+    molre,
+    scratch,
+)
 from neuroadapt.methods.base import AdaptationMethod, ParameterReport, count_parameters
 from neuroadapt.methods.registry import available_methods, get_method, register_method
 

@@ -13,7 +13,7 @@ from neuroadapt.models.classifier import Classifier, make_head
 
 __all__ = ["AdaptationMethod", "ParameterReport", "Task", "count_parameters"]
 
-Task = Literal["binary", "multiclass"]
+Task = Literal["binary", "multiclass", "multilabel"]
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,9 @@ class AdaptationMethod(ABC):
     Subclasses set ``self.model`` (a ``Classifier``) and implement ``param_groups``. The
     backbone maps ``(B, C, X, Y, Z)`` to ``(B, F)``; the model returns logits
     ``(B, num_outputs)``. ``task="binary"`` uses one logit and BCE-with-logits on float
-    targets ``(B,)`` in {0, 1}; ``"multiclass"`` uses cross-entropy on integer targets.
+    targets ``(B,)`` in {0, 1}; ``"multiclass"`` uses cross-entropy on integer targets;
+    ``"multilabel"`` one logit per label (``num_classes`` labels) and BCE-with-logits on
+    0/1 targets ``(B, num_classes)``.
     """
 
     name: ClassVar[str] = ""
@@ -55,8 +57,8 @@ class AdaptationMethod(ABC):
         num_classes: int = 2,
         head_hidden: int | None = 128,
     ) -> None:
-        if task not in ("binary", "multiclass"):
-            raise ValueError(f"task must be 'binary' or 'multiclass', not {task!r}")
+        if task not in ("binary", "multiclass", "multilabel"):
+            raise ValueError(f"task must be binary, multiclass or multilabel, not {task!r}")
         self.task: Task = task
         self.num_outputs = 1 if task == "binary" else num_classes
         feature_dim = int(backbone.feature_dim)
@@ -73,6 +75,8 @@ class AdaptationMethod(ABC):
             return nn.functional.binary_cross_entropy_with_logits(
                 logits.squeeze(-1), target.to(logits.dtype)
             )
+        if self.task == "multilabel":
+            return nn.functional.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
         return nn.functional.cross_entropy(logits, target.long())
 
     def optimizer(self, weight_decay: float = 0.01) -> torch.optim.AdamW:
