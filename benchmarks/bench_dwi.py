@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from neuroadapt.demo import generate_cohort  # noqa: E402
 from neuroadapt.dwi import denoise, gradients, mask, mrtrix, tensor  # noqa: E402
-from neuroadapt.dwi.pipeline import OUTPUT_KEYS, process_subject  # noqa: E402
+from neuroadapt.dwi.pipeline import outputs_in, process_subject  # noqa: E402
 from neuroadapt.dwi.settings import MaskSettings, settings_from_config  # noqa: E402
 from neuroadapt.dwi.workflow import save_nifti  # noqa: E402
 
@@ -61,20 +61,9 @@ MRTRIX = DIPY | {
 }
 
 
-def output_paths(folder: Path) -> dict[str, str]:
-    outputs = {key: str(folder / f"{key}.out") for key in OUTPUT_KEYS}
-    for key in ("preproc", "b0", "mask", "fa", "md", "ad", "rd", "rgb", "model_nii"):
-        outputs[key] = str(folder / f"{key}.nii.gz")
-    for key in ("tensor_figure", "motion_figure"):
-        outputs[key] = str(folder / f"{key}.png")
-    return outputs
-
-
 def chain_seconds(paths, config, folder: Path) -> dict[str, float]:
     started = time.perf_counter()
-    summary = process_subject(
-        *paths, [], settings_from_config(config), output_paths(folder), "bench"
-    )
+    summary = process_subject(*paths, [], settings_from_config(config), outputs_in(folder), "bench")
     return summary["timings"] | {"end to end": time.perf_counter() - started}
 
 

@@ -61,13 +61,7 @@ def tiny_copy(tiny_dwi, tmp_path) -> Path:
 
 
 def dwi_output_paths(out: Path) -> dict[str, str]:
-    """Every output of the dwi pipeline (neuroadapt.dwi.pipeline.OUTPUT_KEYS) in ``out``."""
-    from neuroadapt.dwi.pipeline import OUTPUT_KEYS
+    """Every output of the dwi pipeline in ``out`` (the library's own helper)."""
+    from neuroadapt.dwi.pipeline import outputs_in
 
-    outputs = {k: str(out / f"{k}.txt") for k in OUTPUT_KEYS}
-    for key in ("preproc", "b0", "mask", "fa", "md", "ad", "rd", "rgb", "model_nii"):
-        outputs[key] = str(out / f"{key}.nii.gz")
-    for key in ("tensor_figure", "motion_figure"):
-        outputs[key] = str(out / f"{key}.png")
-    outputs["model_npy"] = str(out / "model.npy")
-    return outputs
+    return outputs_in(out)

@@ -58,6 +58,19 @@ _MAP_INFO = {
 }
 
 
+def outputs_in(folder: str | Path) -> dict[str, str]:
+    """Every output of :func:`process_subject` under a plain name in ``folder`` (for use
+    outside the workflow: notebooks, tests, benchmarks)."""
+    folder = Path(folder)
+    outputs = {key: str(folder / f"{key}.txt") for key in OUTPUT_KEYS}
+    for key in ("preproc", "b0", "mask", *MAPS, "model_nii"):
+        outputs[key] = str(folder / f"{key}.nii.gz")
+    for key in ("tensor_figure", "motion_figure"):
+        outputs[key] = str(folder / f"{key}.png")
+    outputs["model_npy"] = str(folder / "model.npy")
+    return outputs
+
+
 def write_description(path: str | Path, dataset: str) -> None:
     """``dataset_description.json`` of a dataset's neuroadapt derivatives."""
     description = {

@@ -376,78 +376,33 @@ def build_workflow(
             bias=replace(settings.bias, enabled=False),
             motion=replace(settings.motion, enabled=False),
         )
+    steps = []  # (node, takes the head mask) in QSIPrep's order
     if settings.denoise.method != "none":
-        node = pe.Node(
-            Denoise(
-                method=settings.denoise.method,
-                patch_radius=settings.denoise.patch_radius,
-                backend=settings.denoise.backend,
-                b0_threshold=b0,
-            ),
-            name="denoise",
+        denoiser = Denoise(
+            method=settings.denoise.method,
+            patch_radius=settings.denoise.patch_radius,
+            backend=settings.denoise.backend,
+            b0_threshold=b0,
         )
-        workflow.connect(
-            [
-                (
-                    series[0],
-                    node,
-                    [(series[1], "dwi_file")],
-                ),
-                (
-                    conform,
-                    node,
-                    [
-                        ("bval_file", "bval_file"),
-                        ("bvec_file", "bvec_file"),
-                        ("head_mask_file", "mask_file"),
-                    ],
-                ),
-            ]
-        )
-        series = (node, "dwi_file")
+        steps.append((pe.Node(denoiser, name="denoise"), True))
     if settings.unring.enabled:
-        node = pe.Node(Unring(backend=settings.unring.backend), name="unring")
-        workflow.connect(series[0], series[1], node, "dwi_file")
-        series = (node, "dwi_file")
+        steps.append((pe.Node(Unring(backend=settings.unring.backend), name="unring"), False))
     if settings.bias.enabled:
-        node = pe.Node(
-            BiasCorrect(shrink_factor=settings.bias.shrink_factor, b0_threshold=b0), name="bias"
-        )
-        workflow.connect(series[0], series[1], node, "dwi_file")
-        workflow.connect(
-            [
-                (
-                    conform,
-                    node,
-                    [
-                        ("bval_file", "bval_file"),
-                        ("bvec_file", "bvec_file"),
-                        ("head_mask_file", "mask_file"),
-                    ],
-                )
-            ]
-        )
-        series = (node, "dwi_file")
+        corrector = BiasCorrect(shrink_factor=settings.bias.shrink_factor, b0_threshold=b0)
+        steps.append((pe.Node(corrector, name="bias"), True))
     if settings.motion.enabled:
-        node = pe.Node(
-            MotionCorrect(settings=asdict(settings.motion), b0_threshold=b0), name="motion"
-        )
+        mover = MotionCorrect(settings=asdict(settings.motion), b0_threshold=b0)
+        steps.append((pe.Node(mover, name="motion"), True))
+    for node, masked in steps:
+        # each step takes the series from the one before it; gradients and the head mask
+        # come from the conformed input (only motion correction changes the b-vectors)
         workflow.connect(series[0], series[1], node, "dwi_file")
-        workflow.connect(
-            [
-                (
-                    conform,
-                    node,
-                    [
-                        ("bval_file", "bval_file"),
-                        ("bvec_file", "bvec_file"),
-                        ("head_mask_file", "mask_file"),
-                    ],
-                )
-            ]
-        )
+        if masked:
+            inputs = [("bval_file", "bval_file"), ("bvec_file", "bvec_file")]
+            workflow.connect([(conform, node, [*inputs, ("head_mask_file", "mask_file")])])
         series = (node, "dwi_file")
-        gradients_from = node
+        if node.name == "motion":
+            gradients_from = node
     brain = pe.Node(
         BrainMask(
             median_radius=m.median_radius, numpass=m.numpass, backend=m.backend, b0_threshold=b0
