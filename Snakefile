@@ -14,6 +14,7 @@ include: "workflow/rules/ingest.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/petct.smk"
 include: "workflow/rules/dwi.smk"
+include: "workflow/rules/derivatives.smk"
 
 
 rule all:

@@ -188,7 +188,10 @@ def test_the_workflow_runs_the_tensor_fit_on_qsiprep_outputs(qsiprep_dataset, tm
     }
     fa = "results/study/derivatives/neuroadapt/sub-001/dwi/sub-001_space-dwi_model-tensor_param-fa_dwimap.nii.gz"
     args = ("--directory", str(tmp_path), "--replace-workflow-config", "--configfile")
-    snakemake(fa, "--cores", "1", *args, str(write_config(tmp_path, config)))
+    description = "results/study/derivatives/neuroadapt/dataset_description.json"
+    snakemake(fa, description, "--cores", "1", *args, str(write_config(tmp_path, config)))
+    generated = json.loads((tmp_path / description).read_text())["GeneratedBy"][0]
+    assert generated["Name"] == "neuroadapt" and generated["CodeURL"].startswith("https://")
     table = pd.read_csv(tmp_path / "results/study/subjects.tsv", sep="\t")
     assert table.dwi_mask.notna().all()
     sidecar = json.loads((tmp_path / fa.replace("_dwimap.nii.gz", "_dwimap.json")).read_text())

@@ -21,11 +21,10 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from neuroadapt import CODE_URL, __version__
+from neuroadapt import __version__
 from neuroadapt.bids import merge_sidecars
 from neuroadapt.dwi import gradients, model_ready, motion, qc
 from neuroadapt.dwi.settings import DwiSettings
-from neuroadapt.io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -69,17 +68,6 @@ def outputs_in(folder: str | Path) -> dict[str, str]:
         outputs[key] = str(folder / f"{key}.png")
     outputs["model_npy"] = str(folder / "model.npy")
     return outputs
-
-
-def write_description(path: str | Path, dataset: str) -> None:
-    """``dataset_description.json`` of a dataset's neuroadapt derivatives."""
-    description = {
-        "Name": f"neuroadapt derivatives of {dataset}",
-        "BIDSVersion": "1.10.0",
-        "DatasetType": "derivative",
-        "GeneratedBy": [{"Name": "neuroadapt", "Version": __version__, "CodeURL": CODE_URL}],
-    }
-    atomic_write_text(path, json.dumps(description, indent=2) + "\n")
 
 
 def process_subject(

@@ -96,7 +96,9 @@ PETCT_DATASETS = sorted(
         if {"ct", "pet"} <= set(e["inputs"])
     }
 )
-PETCT_ROOT = "results/{dataset}/derivatives/neuroadapt"
+# Every per-subject stage writes into one BIDS-derivatives dataset per dataset.
+DERIVATIVES_ROOT = "results/{dataset}/derivatives/neuroadapt"
+PETCT_ROOT = DERIVATIVES_ROOT
 PETCT_TENSOR = "results/{dataset}/derivatives/neuroadapt/{folder}/tensors/{prefix}_space-box_desc-ctpet_tensor.npy"
 
 
@@ -141,7 +143,7 @@ DWI_DATASETS = sorted(
         if DIFFUSION_MAPS & set(e["inputs"])
     }
 )
-DWI_ROOT = "results/{dataset}/derivatives/neuroadapt"
+DWI_ROOT = DERIVATIVES_ROOT
 DWI_DIR = "results/{dataset}/derivatives/neuroadapt/{folder}/dwi"
 DWI_TENSOR = "results/{dataset}/derivatives/neuroadapt/{folder}/tensors/{prefix}_space-box_desc-famd_tensor.npy"
 

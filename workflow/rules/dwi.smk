@@ -3,19 +3,6 @@
 # BIDS-derivatives dataset per dataset.
 
 
-rule dwi_description:
-    output:
-        f"{DWI_ROOT}/dataset_description.json",
-    log:
-        "logs/dwi/{dataset}_description.log",
-    wildcard_constraints:
-        dataset=one_of(DWI_DATASETS),
-    conda:
-        "../../envs/dwi.yaml"
-    script:
-        "../../scripts/dwi_description.py"
-
-
 rule dwi:
     input:
         unpack(dwi_inputs),
@@ -56,7 +43,3 @@ rule dwi:
         settings=config["dwi"],
     script:
         "../../scripts/dwi.py"
-
-
-# A dataset with both CT/PET and diffusion experiments gets one description file.
-ruleorder: petct_description > dwi_description

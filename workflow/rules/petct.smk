@@ -2,19 +2,6 @@
 # subject/session. Outputs form a BIDS-derivatives dataset per dataset.
 
 
-rule petct_description:
-    output:
-        f"{PETCT_ROOT}/dataset_description.json",
-    log:
-        "logs/petct/{dataset}_description.log",
-    wildcard_constraints:
-        dataset=one_of(PETCT_DATASETS),
-    conda:
-        "../../envs/petct.yaml"
-    script:
-        "../../scripts/petct_description.py"
-
-
 rule petct:
     input:
         unpack(petct_inputs),
