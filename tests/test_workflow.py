@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,24 @@ def test_default_config_dry_run_plans_demo_and_ingestion(tmp_path):
     for experiment in ("adhd_dti", "ad_multimodal", "hnc_petct"):
         assert f"results/{experiment}/splits" in out
     assert "splits              3" in out
+
+
+def test_until_stops_the_plan_after_a_stage(tmp_path):
+    """`--until ingest` plans the demo data and ingestion and nothing after them."""
+    result = snakemake(
+        "-n",
+        "--until",
+        "ingest",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(REPO / "config" / "config.yaml"),
+    )
+    counts = {  # the "Job stats" table: rule name and count
+        match[1]: int(match[2])
+        for match in re.finditer(r"^([a-z_]+)\s+(\d+)$", result.stdout, re.MULTILINE)
+    }
+    assert counts == {"demo_dataset": 3, "ingest": 3, "total": 6}, result.stdout
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
