@@ -15,6 +15,8 @@ include: "workflow/rules/splits.smk"
 include: "workflow/rules/petct.smk"
 include: "workflow/rules/dwi.smk"
 include: "workflow/rules/derivatives.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
 
 
 rule all:
@@ -24,3 +26,4 @@ rule all:
         split_outputs(),
         petct_outputs,
         dwi_outputs,
+        evaluate_outputs(),

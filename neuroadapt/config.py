@@ -17,6 +17,12 @@ import jsonschema
 import yaml
 
 from neuroadapt.errors import ConfigError
+from neuroadapt.experiments import (
+    backbone_config,
+    image_kind,
+    reference_method,
+    trained_experiments,
+)
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 DEMO_ROOT = "resources/demo"
@@ -168,7 +174,45 @@ def _check_semantics(config: dict) -> None:
                 "target gtv is a segmentation mask",
                 "use task: segmentation or segmentation+survival",
             )
+    for section in ("training", "method_settings", "pretrain", "evaluation"):
+        config.setdefault(section, {})
+    for name in trained_experiments(config):
+        _check_training(config, name)
     _check_diffusion(config)
+
+
+def _check_training(config: dict, name: str) -> None:
+    """What the train rule needs of an experiment that has methods, checked at start-up."""
+    from neuroadapt.train_settings import merged_training, training_settings
+
+    experiment = config["experiments"][name]
+    where = f"experiments.{name}"
+    if experiment["task"] != "binary":
+        raise ConfigError(
+            f"{where}.methods",
+            f"training on task '{experiment['task']}' is not built yet (binary only)",
+            "leave methods empty ([]) for this experiment, or use task: binary",
+        )
+    image_kind(experiment["inputs"], where)
+    backbone = backbone_config(experiment)
+    if not backbone:
+        raise ConfigError(f"{where}.backbone", "is missing", "name one, e.g. {name: resnet18_w05}")
+    source = backbone.get("pretrained_on")
+    if source is not None and source not in config["datasets"]:
+        raise ConfigError(
+            f"{where}.backbone.pretrained_on",
+            f"names unknown dataset '{source}'",
+            f"use one of: {', '.join(config['datasets'])}",
+        )
+    reference_method(experiment, where)
+    splits = experiment.get("splits") or {}
+    if splits.get("leave_group_out"):
+        raise ConfigError(
+            f"{where}.splits.leave_group_out",
+            "training needs a fold count known before the splits are drawn",
+            "use folds with group_by instead",
+        )
+    training_settings(merged_training(config, name), f"{where}.training")
 
 
 # Experiment inputs that come from the diffusion stage.

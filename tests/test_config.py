@@ -143,6 +143,7 @@ def test_a_missing_mrtrix_binary_stops_the_run_at_start_up(monkeypatch):
     # without an experiment that needs diffusion maps, the binaries are not needed
     for experiment in config["experiments"].values():
         experiment["inputs"] = [i for i in experiment["inputs"] if i not in ("fa", "md")] or ["t1w"]
+        experiment["methods"] = []  # an image method would need fa/md or ct/pet
     validate_config(config)
 
 
@@ -156,9 +157,72 @@ def test_a_real_dataset_needs_only_a_path():
                 "target": "dx",
                 "task": "binary",
                 "methods": ["lora"],
+                "backbone": "resnet18_w05",
             }
         },
     }
     validate_config(config)
     assert config["datasets"]["adhd"]["covariates"] == []
     assert required_columns(config, "adhd") == ["age", "dx", "sex"]
+
+
+def test_the_schema_lists_exactly_the_registered_methods_and_backbones():
+    from neuroadapt.config import load_schema
+    from neuroadapt.methods import available_methods
+    from neuroadapt.models import available_backbones
+
+    experiment = load_schema()["$defs"]["experiment"]["properties"]
+    assert sorted(experiment["methods"]["items"]["enum"]) == available_methods()
+    backbone = experiment["backbone"]["oneOf"]
+    assert sorted(backbone[0]["enum"]) == available_backbones()
+    assert sorted(backbone[1]["properties"]["name"]["enum"]) == available_backbones()
+
+
+def test_an_unknown_method_stops_the_run_at_start_up():
+    config = config_with(lambda c: c["experiments"]["adhd_dti"]["methods"].append("lorra"))
+    with pytest.raises(
+        ConfigError, match=r"'experiments.adhd_dti.methods.6': 'lorra' is not allowed"
+    ):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda e: e.update(backbone={"name": "resnet18_w05", "pretrained_on": "nope"}),
+            r"'experiments.adhd_dti.backbone.pretrained_on': names unknown dataset 'nope'",
+        ),
+        (lambda e: e.pop("backbone"), r"'experiments.adhd_dti.backbone': is missing"),
+        (
+            lambda e: e.update(reference="lora_plus"),
+            r"'experiments.adhd_dti.reference': 'lora_plus' is not one of the experiment's methods",
+        ),
+        (
+            lambda e: e.update(task="multiclass"),
+            r"'experiments.adhd_dti.methods': training on task 'multiclass' is not built yet",
+        ),
+        (
+            lambda e: e.update(training={"patience": 0}),
+            r"'experiments.adhd_dti.training.patience'",
+        ),
+        (
+            lambda e: e.update(inputs=["fa", "ct"]),
+            r"'experiments.adhd_dti.inputs': image inputs \['fa', 'ct'\] do not come from one",
+        ),
+    ],
+)
+def test_an_experiment_that_cannot_be_trained_stops_the_run_at_start_up(change, message):
+    config = config_with(lambda c: change(c["experiments"]["adhd_dti"]))
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+def test_weights_need_their_checksum():
+    config = config_with(
+        lambda c: c["experiments"]["adhd_dti"].update(
+            backbone={"name": "resnet50_w2", "weights": "/w/ct_fm.pt"}
+        )
+    )
+    with pytest.raises(ConfigError, match="experiments.adhd_dti.backbone"):
+        validate_config(config)

@@ -24,6 +24,7 @@ CONDA_NAME = {
     "iterstrat": "iterative-stratification",
     "SimpleITK": "simpleitk",
     "skimage": "scikit-image",
+    "torch": "pytorch",
 }
 
 
@@ -127,7 +128,12 @@ def test_env_pins_agree_with_the_tested_versions():
     """Each pin names the major.minor version installed where the tests run."""
     from importlib.metadata import PackageNotFoundError, version
 
-    distribution = {"pybids": "pybids", "matplotlib-base": "matplotlib", "pyyaml": "PyYAML"}
+    distribution = {
+        "pybids": "pybids",
+        "matplotlib-base": "matplotlib",
+        "pyyaml": "PyYAML",
+        "pytorch": "torch",
+    }
     for env_file in sorted((REPO / "envs").glob("*.yaml")):
         for name, pin in env_packages(env_file).items():
             if name in ("python", "pip") or not pin:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import re
 import shutil
@@ -78,10 +79,7 @@ def test_until_stops_the_plan_after_a_stage(tmp_path):
         "--configfile",
         str(REPO / "config" / "config.yaml"),
     )
-    counts = {  # the "Job stats" table: rule name and count
-        match[1]: int(match[2])
-        for match in re.finditer(r"^([a-z_]+)\s+(\d+)$", result.stdout, re.MULTILINE)
-    }
+    counts = job_counts(result.stdout)
     assert counts == {"demo_dataset": 3, "ingest": 3, "total": 6}, result.stdout
 
 
@@ -111,7 +109,7 @@ def _experiment(dataset: str) -> dict:
         "inputs": ["fa", "md"],
         "target": "diagnosis",
         "task": "binary",
-        "methods": ["lora"],
+        "methods": [],  # preprocessing and splits only
         "splits": {"folds": 2, "p_threshold": 0.0},
     }
 
@@ -153,6 +151,82 @@ def test_generates_the_demo_and_ingests_it(tmp_path):
     write_config(tmp_path, config)
     plan = snakemake(*args, "-n").stdout
     assert "demo_dataset" in plan and "Params have changed" in plan
+
+
+def job_counts(plan: str) -> dict[str, int]:
+    """The "Job stats" table of a snakemake run or dry run: rule name -> job count."""
+    return {
+        match[1]: int(match[2]) for match in re.finditer(r"^([a-z_]+)\s+(\d+)$", plan, re.MULTILINE)
+    }
+
+
+def test_pretrains_trains_and_evaluates_and_reruns_only_a_changed_method(tmp_path):
+    """The whole chain on tiny data: CT pretraining, a train job per method and fold,
+    evaluation; then a changed lora setting reruns the lora jobs and evaluation only."""
+    config = {
+        "datasets": {
+            "demo_dwi": {
+                "synthetic": TINY_DWI | {"n_subjects": 12},
+                "label": "diagnosis",
+                "covariates": ["age", "sex"],
+            },
+            "demo_ct_pretrain": {
+                "synthetic": {"kind": "ct_pretrain", "n_subjects": 4, "ct_shape": [48, 48, 24]},
+                "label": "lesion",
+            },
+        },
+        "experiments": {
+            "adhd_dti": _experiment("demo_dwi")
+            | {
+                "methods": ["linear_probe", "lora"],
+                "positive_class": "ADHD",
+                "backbone": {"name": "resnet10_w025", "pretrained_on": "demo_ct_pretrain"},
+            }
+        },
+        "dwi": {
+            "denoise": {"method": "none"},
+            "bias": {"enabled": False},
+            "motion": {"enabled": False},
+        },
+        "training": {"epochs": 2, "patience": 5},
+        "method_settings": {"lora": {"r": 4}},
+        "pretrain": {"epochs": 2},
+        "evaluation": {"bootstrap": 100},
+    }
+    path = write_config(tmp_path, config)
+    args = ("--cores", "2", "--directory", str(tmp_path), "--configfile", str(path))
+    args += ("--replace-workflow-config",)
+    run = snakemake(*args)
+    counts = collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", run.stderr))
+    assert counts["pretrain"] == 1 and counts["train"] == 4 and counts["evaluate"] == 1, counts
+    sidecar = json.loads(
+        (tmp_path / "results/pretrain/demo_ct_pretrain/resnet10_w025.json").read_text()
+    )
+    assert sidecar["n_scans"] == 4 and len(sidecar["sha256"]) == 64
+    run_json = json.loads((tmp_path / "results/adhd_dti/lora/fold-2/run.json").read_text())
+    assert run_json["backbone"]["sha256"] == sidecar["sha256"]
+    metrics = pd.read_csv(tmp_path / "results/adhd_dti/metrics.tsv", sep="\t")
+    assert sorted(zip(metrics.method, metrics.selection, strict=True)) == [
+        ("linear_probe", "best_acc"),
+        ("linear_probe", "best_auc"),
+        ("lora", "best_acc"),
+        ("lora", "best_auc"),
+    ]
+    assert (metrics.n == 12).all() and metrics.reference.eq("linear_probe").all()
+    assert metrics.loc[metrics.method == "lora", "p_value"].notna().all()
+    resources = pd.read_csv(tmp_path / "results/adhd_dti/resources.tsv", sep="\t")
+    assert resources.set_index("method").folds.to_dict() == {"linear_probe": 2, "lora": 2}
+    assert not list(tmp_path.glob("results/adhd_dti/*/.resume/*.pt"))
+
+    config["method_settings"]["lora"]["r"] = 2
+    write_config(tmp_path, config)
+    plan = snakemake(*args, "-n").stdout
+    assert job_counts(plan) == {"train": 2, "evaluate": 1, "all": 1, "total": 4}, plan
+    outputs = re.findall(r"output: (\S+)", plan)
+    assert sorted(o for o in outputs if "fold-" in o) == [
+        "results/adhd_dti/lora/fold-1",
+        "results/adhd_dti/lora/fold-2",
+    ]
 
 
 def test_ingests_a_users_bids_dataset_and_fails_clearly_on_a_bad_one(tiny_dwi, tmp_path):

@@ -12,6 +12,8 @@ from neuroadapt.config import (
     required_modalities,
     validate_config,
 )
+from neuroadapt.experiments import backbone_config, image_kind, trained_experiments
+from neuroadapt.train_settings import merged_training
 
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
@@ -175,3 +177,81 @@ def dwi_outputs(wildcards):
             *per_row(dataset, DWI_TENSOR),
         ]
     ]
+
+
+# Training and evaluation (workflow/rules/train.smk, evaluate.smk): experiments with methods.
+TRAINED_EXPERIMENTS = trained_experiments(config)
+TRAINED_METHODS = sorted(
+    {m for e in TRAINED_EXPERIMENTS for m in config["experiments"][e]["methods"]}
+)
+RUN_DIR = "results/{experiment}/{method}/fold-{fold}"
+PRETRAINED_WEIGHTS = "results/pretrain/{dataset}/{backbone}.pt"
+PRETRAINED_SIDECAR = "results/pretrain/{dataset}/{backbone}.json"
+PRETRAIN_DATASETS = sorted(
+    {
+        backbone_config(config["experiments"][e]).get("pretrained_on")
+        for e in TRAINED_EXPERIMENTS
+    }
+    - {None}
+)
+TENSOR_PATTERNS = {"famd": DWI_TENSOR, "ctpet": PETCT_TENSOR}
+
+
+wildcard_constraints:
+    method=one_of(TRAINED_METHODS),
+
+
+def fold_count(experiment):
+    """Folds of an experiment (the splits rule draws this many; 5 unless configured)."""
+    return int((config["experiments"][experiment].get("splits") or {}).get("folds", 5))
+
+
+def train_inputs(wildcards):
+    """subjects.tsv, the splits, every row's model-ready tensor, and the backbone's weights
+    (with the pretrain rule's sidecar, which holds their checksum)."""
+    experiment = config["experiments"][wildcards.experiment]
+    dataset = experiment["dataset"]
+    pattern = TENSOR_PATTERNS[image_kind(experiment["inputs"], wildcards.experiment)]
+    inputs = {
+        "table": f"results/{dataset}/subjects.tsv",
+        "splits": f"results/{wildcards.experiment}/splits",
+        "tensors": per_row(dataset, pattern),
+    }
+    backbone = backbone_config(experiment)
+    if "pretrained_on" in backbone:
+        names = {"dataset": backbone["pretrained_on"], "backbone": backbone["name"]}
+        inputs["weights"] = PRETRAINED_WEIGHTS.format(**names)
+        inputs["weights_sidecar"] = PRETRAINED_SIDECAR.format(**names)
+    elif "weights" in backbone:
+        inputs["weights"] = backbone["weights"]
+    return inputs
+
+
+def experiment_for_training(experiment):
+    """The keys of an experiment a train job depends on (not its methods list: adding a
+    method must not rerun the others)."""
+    keys = ("dataset", "inputs", "target", "task", "positive_class")
+    entry = config["experiments"][experiment]
+    return {key: entry[key] for key in keys if key in entry}
+
+
+def training_section(experiment):
+    return merged_training(config, experiment)
+
+
+def backbone_spec(experiment):
+    return backbone_config(config["experiments"][experiment])
+
+
+def run_dirs(experiment):
+    """Every training run (method x fold) of an experiment."""
+    return expand(
+        RUN_DIR,
+        experiment=experiment,
+        method=config["experiments"][experiment]["methods"],
+        fold=range(1, fold_count(experiment) + 1),
+    )
+
+
+def evaluate_outputs():
+    return expand("results/{experiment}/metrics.tsv", experiment=TRAINED_EXPERIMENTS)

@@ -1,0 +1,198 @@
+"""The ``evaluate`` rule: out-of-fold metrics of every method of an experiment.
+
+Reads each training run's folder (``predictions.tsv``, ``run.json``) and writes, under
+``results/<experiment>/``:
+
+* ``predictions.tsv``: every run's out-of-fold test predictions, one table;
+* ``folds.tsv``: metrics per method, selection and fold;
+* ``metrics.tsv``: one row per method and selection (best validation accuracy / AUC):
+  metrics pooled over the out-of-fold predictions with bootstrap 95% intervals
+  (``<metric>_low``/``_high``), their mean and sd over folds, and the paired-bootstrap AUC
+  difference against the experiment's reference method (:mod:`neuroadapt.metrics`);
+* ``resources.tsv``: per method, total/trainable parameters, peak memory and seconds per
+  epoch (mean over folds).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from neuroadapt.errors import ConfigError, InputError
+from neuroadapt.experiments import reference_method
+from neuroadapt.io import atomic_write_text
+from neuroadapt.metrics import (
+    BINARY_METRICS,
+    binary_metrics,
+    bootstrap_intervals,
+    paired_auc_comparison,
+)
+from neuroadapt.spec import spec_from_mapping
+
+__all__ = ["EvaluationSettings", "evaluate_experiment"]
+
+
+@dataclass(frozen=True)
+class EvaluationSettings:
+    """``evaluation`` of the config: bootstrap resamples, their seed, interval level and the
+    probability threshold of a positive prediction."""
+
+    bootstrap: int = 1000
+    seed: int = 0
+    level: float = 0.95
+    threshold: float = 0.5
+
+    def check(self, where: str) -> None:
+        if self.bootstrap < 100:
+            raise ConfigError(f"{where}.bootstrap", "too few resamples for an interval", "use 1000")
+        if not 0 < self.level < 1 or not 0 < self.threshold < 1:
+            raise ConfigError(where, "level and threshold lie in (0, 1)", "e.g. 0.95 and 0.5")
+
+
+def read_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[dict]]:
+    """All runs' predictions (with a ``method`` column) and their run.json summaries."""
+    frames, summaries = [], []
+    for folder in map(Path, run_dirs):
+        try:
+            summary = json.loads((folder / "run.json").read_text())
+            frame = pd.read_csv(folder / "predictions.tsv", sep="\t", dtype={"session_id": str})
+        except (OSError, ValueError) as error:
+            raise InputError(
+                folder, f"is not a complete training run ({error})", "rerun it"
+            ) from None
+        frame.insert(0, "method", summary["method"])
+        frames.append(frame)
+        summaries.append(summary)
+    return pd.concat(frames, ignore_index=True), summaries
+
+
+def fold_metrics(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    rows = []
+    for (method, selection, fold), group in predictions.groupby(
+        ["method", "selection", "fold"], sort=False
+    ):
+        rows.append(
+            {
+                "method": method,
+                "selection": selection,
+                "fold": fold,
+                "n": len(group),
+                **binary_metrics(group.label.to_numpy(), group.probability.to_numpy(), threshold),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def pooled_metrics(
+    predictions: pd.DataFrame,
+    folds: pd.DataFrame,
+    reference: str,
+    settings: EvaluationSettings,
+) -> pd.DataFrame:
+    rows = []
+    for (method, selection), group in predictions.groupby(["method", "selection"], sort=False):
+        labels, scores = group.label.to_numpy(), group.probability.to_numpy()
+        row = {"method": method, "selection": selection, "n": len(group)}
+        row |= binary_metrics(labels, scores, settings.threshold)
+        intervals = bootstrap_intervals(
+            labels,
+            scores,
+            settings.bootstrap,
+            settings.seed,
+            settings.level,
+            lambda y, p: binary_metrics(y, p, settings.threshold),
+        )
+        per_fold = folds[(folds.method == method) & (folds.selection == selection)]
+        for name in BINARY_METRICS:
+            row[f"{name}_low"], row[f"{name}_high"] = intervals[name]
+            row[f"{name}_fold_mean"] = float(per_fold[name].mean())
+            row[f"{name}_fold_sd"] = float(per_fold[name].std(ddof=1))
+        row["reference"] = reference
+        base = predictions[(predictions.method == reference) & (predictions.selection == selection)]
+        paired = group.merge(base, on=["participant_id", "session_id"], suffixes=("", "_ref"))
+        if method == reference or len(paired) != len(group):
+            row |= {"delta_auc": np.nan, "delta_auc_low": np.nan, "delta_auc_high": np.nan}
+            row["p_value"] = np.nan
+        else:
+            test = paired_auc_comparison(
+                paired.label.to_numpy(),
+                paired.probability.to_numpy(),
+                paired.probability_ref.to_numpy(),
+                settings.bootstrap,
+                settings.seed,
+                settings.level,
+            )
+            row |= {
+                "delta_auc": test["delta_auc"],
+                "delta_auc_low": test["low"],
+                "delta_auc_high": test["high"],
+                "p_value": test["p"],
+            }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def resources(summaries: Sequence[Mapping]) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        {
+            "method": s["method"],
+            "fold": s["fold"],
+            "total_parameters": s["parameters"]["total"],
+            "trainable_parameters": s["parameters"]["trainable"],
+            "trainable_percent": s["parameters"]["percent"],
+            "peak_memory_mib": s["peak_memory_mib"],
+            "memory_kind": s["memory_kind"],
+            "seconds_per_epoch": s["seconds_per_epoch"],
+            "epochs_run": s["epochs_run"],
+            "device": s["device"],
+        }
+        for s in summaries
+    )
+    return (
+        frame.groupby("method", sort=False)
+        .agg(
+            total_parameters=("total_parameters", "first"),
+            trainable_parameters=("trainable_parameters", "first"),
+            trainable_percent=("trainable_percent", "first"),
+            peak_memory_mib=("peak_memory_mib", "max"),
+            memory_kind=("memory_kind", "first"),
+            seconds_per_epoch=("seconds_per_epoch", "mean"),
+            epochs_run=("epochs_run", "mean"),
+            device=("device", "first"),
+            folds=("fold", "count"),
+        )
+        .reset_index()
+    )
+
+
+def evaluate_experiment(
+    name: str,
+    experiment: Mapping,
+    run_dirs: Sequence[str | Path],
+    evaluation: Mapping | None,
+    outputs: Mapping[str, str],
+) -> pd.DataFrame:
+    """Write ``outputs`` (keys predictions, folds, metrics, resources); returns metrics."""
+    settings = spec_from_mapping(EvaluationSettings, evaluation, "evaluation")
+    reference = reference_method(experiment, f"experiments.{name}")
+    predictions, summaries = read_runs(run_dirs)
+    folds = fold_metrics(predictions, settings.threshold)
+    tables = {
+        "predictions": predictions,
+        "folds": folds,
+        "metrics": pooled_metrics(predictions, folds, reference, settings),
+        "resources": resources(summaries),
+    }
+    for key, table in tables.items():  # everything computed before anything is written
+        atomic_write_text(
+            outputs[key],
+            table.to_csv(
+                sep="\t", index=False, na_rep="n/a", lineterminator="\n", float_format="%.6g"
+            ),
+        )
+    return tables["metrics"]

@@ -1,0 +1,66 @@
+"""What an experiment entry of the config says about training: which image tensor its
+inputs come from, its backbone, its reference method. Light (no torch), so the workflow
+and every stage can read experiments the same way."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from neuroadapt.errors import ConfigError
+
+__all__ = [
+    "IMAGE_CHANNELS",
+    "backbone_config",
+    "image_kind",
+    "reference_method",
+    "trained_experiments",
+]
+
+#: Image inputs -> (model-ready tensor kind, channel in it). A kind's tensors are written by
+#: one preprocessing stage: famd by the diffusion stage, ctpet by the CT/PET stage.
+IMAGE_CHANNELS: dict[str, tuple[str, int]] = {
+    "fa": ("famd", 0),
+    "md": ("famd", 1),
+    "ct": ("ctpet", 0),
+    "pet": ("ctpet", 1),
+}
+
+
+def image_kind(inputs, where: str) -> str:
+    """The one model-ready tensor kind (``famd`` or ``ctpet``) the image ``inputs`` come from."""
+    images = [name for name in inputs if name in IMAGE_CHANNELS]
+    kinds = {IMAGE_CHANNELS[name][0] for name in images}
+    if len(kinds) != 1:
+        raise ConfigError(
+            f"{where}.inputs",
+            f"image inputs {images} do not come from one model-ready tensor",
+            "give fa/md (diffusion) or ct/pet (CT/PET) inputs to an image-only method",
+        )
+    return kinds.pop()
+
+
+def trained_experiments(config: Mapping) -> list[str]:
+    """Experiments with at least one method (an empty methods list: splits only)."""
+    return [name for name, e in config["experiments"].items() if e.get("methods")]
+
+
+def backbone_config(experiment: Mapping) -> dict:
+    """An experiment's backbone entry as a mapping: a bare name becomes {name: ...}."""
+    backbone = experiment.get("backbone")
+    return {"name": backbone} if isinstance(backbone, str) else dict(backbone or {})
+
+
+def reference_method(experiment: Mapping, where: str) -> str:
+    """The method every other is compared with: ``reference``, else linear_probe when the
+    experiment runs it, else its first method."""
+    methods = list(experiment["methods"])
+    reference = experiment.get("reference")
+    if reference is None:
+        return "linear_probe" if "linear_probe" in methods else methods[0]
+    if reference not in methods:
+        raise ConfigError(
+            f"{where}.reference",
+            f"'{reference}' is not one of the experiment's methods",
+            f"use one of: {', '.join(methods)}",
+        )
+    return reference

@@ -1,0 +1,507 @@
+"""Training one method on one fold: resumable, deterministic, on the GPU when there is one.
+
+One call of :func:`run_training` is one Snakemake ``train`` job (experiment x method x fold):
+
+* seeds fix the model's initialisation, the batch order and the augmentations of every epoch
+  (each epoch draws from its own seeded generator), so a run is reproducible and a resumed
+  run continues exactly as an uninterrupted one would;
+* after every epoch the whole state (model, optimiser, selected models, history,
+  early-stopping counter) goes to a resume file, written atomically; a killed or requeued
+  job restarts from the last finished epoch. The resume file carries a fingerprint of the
+  run's settings and inputs, and a stale one (settings changed) is ignored;
+* bf16 autocast on CUDA, plain float32 on CPU;
+* early stopping on the validation loss; two models are kept, as in paper 1: the epoch of
+  best validation accuracy and the epoch of best validation AUC (ties, frequent on small
+  validation parts, go to the epoch of lower validation loss);
+* outputs (selected models' trainable weights, per-epoch history, out-of-fold predictions
+  of the test part, run.json) appear together in one folder, or not at all. TensorBoard
+  scalars go to their own folder as the run goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import math
+import os
+import resource
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from neuroadapt.cohort import Cohort
+from neuroadapt.errors import ConfigError, InputError
+from neuroadapt.io import atomic_directory
+from neuroadapt.metrics import safe_auc
+from neuroadapt.train_settings import AugmentSettings, TrainSettings, training_settings
+
+__all__ = [
+    "AugmentSettings",
+    "TrainSettings",
+    "build_method",
+    "fit",
+    "predict_probabilities",
+    "resolve_device",
+    "run_training",
+    "training_settings",
+]
+
+log = logging.getLogger(__name__)
+
+SELECTIONS = ("best_acc", "best_auc")
+VERSIONED = ("neuroadapt", "torch", "monai", "peft", "numpy", "pandas", "scikit-learn")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto``: the GPU when CUDA has one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_method(
+    method: str,
+    backbone: Mapping,
+    in_channels: int,
+    task: str,
+    method_settings: Mapping | None,
+    seed: int,
+    where: str,
+):
+    """The registered method ``method`` on the backbone ``backbone`` ({name, weights,
+    sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters)."""
+    from neuroadapt.methods import get_method
+    from neuroadapt.models import get_backbone
+
+    try:
+        cls = get_method(method)
+    except KeyError as error:
+        raise ConfigError(where, str(error.args[0]), "fix the experiment's methods list") from None
+    settings = dict(method_settings or {})
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "backbone", "task"}
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise ConfigError(
+            f"method_settings.{method}.{unknown[0]}",
+            f"is not a parameter of method {method}",
+            f"use one of: {', '.join(sorted(accepted))}",
+        )
+    torch.manual_seed(seed)  # adapter and head initialisation
+    net = get_backbone(
+        backbone["name"],
+        in_channels,
+        weights=backbone.get("weights"),
+        sha256=backbone.get("sha256"),
+    )
+    if "seed" in accepted:
+        settings.setdefault("seed", seed)
+    return cls(net, task=task, **settings)
+
+
+class Augmenter:
+    """MONAI array transforms for one training sample ``(C, X, Y, Z)``, re-seeded per epoch."""
+
+    def __init__(self, settings: AugmentSettings) -> None:
+        from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandScaleIntensity
+
+        self.transform = Compose(
+            [
+                RandFlip(prob=settings.flip_prob, spatial_axis=0),
+                RandGaussianNoise(prob=settings.noise_prob, std=settings.noise_std),
+                RandScaleIntensity(factors=settings.scale, prob=settings.scale_prob),
+            ]
+        )
+
+    def seed(self, seed: int) -> None:
+        self.transform.set_random_state(seed=seed % (2**32))
+
+    def __call__(self, sample: torch.Tensor) -> torch.Tensor:
+        from monai.utils import convert_to_tensor
+
+        return convert_to_tensor(self.transform(sample), track_meta=False, dtype=torch.float32)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
+    """Shuffled index batches of one epoch. A trailing batch of one sample joins the one
+    before it: BatchNorm cannot train on a single sample whose deepest map is 1x1x1."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    batches = list(order.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2] = torch.cat(batches[-2:])
+        batches.pop()
+    return batches
+
+
+def predict_probabilities(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, bf16: bool
+) -> np.ndarray:
+    """Positive-class probabilities ``(N,)`` of ``images`` ``(N, C, X, Y, Z)``, eval mode."""
+    model.eval()
+    scores = []
+    with torch.no_grad(), _autocast(device, bf16):
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device))
+            scores.append(torch.sigmoid(logits.float().squeeze(-1)).cpu())
+    return torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
+
+
+def _autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """What training can change: trainable parameters and every buffer (BatchNorm
+    statistics), copied to the CPU. Frozen weights are rebuilt from the backbone file."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    names |= {name for name, _ in model.named_buffers()}
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k in names}
+
+
+def load_trainable_state(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    unexpected = model.load_state_dict(dict(state), strict=False).unexpected_keys
+    if unexpected:
+        raise RuntimeError(f"saved state does not fit the model: {unexpected[:5]}")
+
+
+@dataclass
+class FitResult:
+    history: list[dict]
+    selected: dict[str, dict]  # selection -> {"epoch", "value", "state"}
+    resumed_from_epoch: int
+    stopped_early: bool
+
+
+def fit(
+    method,
+    cohort: Cohort,
+    settings: TrainSettings,
+    augment: AugmentSettings,
+    device: torch.device,
+    resume_path: str | Path,
+    fingerprint: str,
+    tensorboard_dir: str | Path | None = None,
+    progress: bool = True,
+    label: str = "",
+    fold_table: str | Path | None = None,
+) -> FitResult:
+    """Train ``method.model`` on the cohort's train part, validating every epoch; resumes
+    from ``resume_path`` when it holds a run with the same ``fingerprint``."""
+    model = method.model.to(device)
+    optimizer = method.optimizer(settings.weight_decay)
+    train_idx, val_idx = cohort.indices("train"), cohort.indices("validation")
+    if not len(val_idx):
+        raise InputError(
+            fold_table, "has no validation part", "set splits.validation_fraction above 0"
+        )
+    x_val, y_val = cohort.images[val_idx], cohort.labels[val_idx].numpy()
+    augmenter = Augmenter(augment)
+    state = {
+        "epoch": 0,
+        "history": [],
+        "selected": {},
+        "best_val_loss": math.inf,
+        "bad_epochs": 0,
+    }
+    resume_path = Path(resume_path)
+    resumed_from = 0
+    if resume_path.is_file():
+        saved = torch.load(resume_path, map_location="cpu", weights_only=True)
+        if saved.get("fingerprint") == fingerprint:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            state = saved["state"]
+            resumed_from = state["epoch"]
+            log.info("%s: resuming after epoch %d from %s", label, resumed_from, resume_path)
+        else:
+            log.info("%s: ignoring %s (written with other settings)", label, resume_path)
+    if settings.adapt_batchnorm and state["epoch"] == 0:
+        adapt_batchnorm(model, cohort.images[train_idx], device, settings.batch_size)
+    writer = _tensorboard(tensorboard_dir, state["history"])
+    stopped_early = state["bad_epochs"] >= settings.patience
+    bar = tqdm(
+        range(state["epoch"], settings.epochs),
+        initial=state["epoch"],
+        total=settings.epochs,
+        desc=label,
+        file=sys.stderr,
+        disable=not progress,
+        mininterval=5,
+    )
+    for epoch in bar:
+        if stopped_early:
+            break
+        started = time.perf_counter()
+        model.train()
+        epoch_seed = settings.seed * 1_000_003 + epoch
+        augmenter.seed(epoch_seed)
+        losses = []
+        for batch in epoch_batches(len(train_idx), settings.batch_size, epoch_seed):
+            index = train_idx[batch.numpy()]
+            x = torch.stack([augmenter(sample) for sample in cohort.images[index]]).to(device)
+            y = cohort.labels[index].to(device)
+            with _autocast(device, settings.bf16):
+                logits = model(x)
+            loss = method.loss(logits.float(), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+        probabilities = predict_probabilities(
+            model, x_val, device, settings.batch_size, settings.bf16
+        )
+        p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+        row = {
+            "epoch": epoch + 1,
+            "train_loss": float(np.mean(losses)),
+            "val_loss": float(-np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p))),
+            "val_accuracy": float(np.mean((probabilities >= 0.5) == y_val)),
+            "val_auc": safe_auc(y_val, probabilities),
+            "seconds": time.perf_counter() - started,
+        }
+        state["history"].append(row)
+        for selection, key in (("best_acc", "val_accuracy"), ("best_auc", "val_auc")):
+            # Ties (frequent on small validation parts) go to the lower validation loss.
+            best = state["selected"].get(selection)
+            score = (row[key], -row["val_loss"])
+            if np.isfinite(row[key]) and (
+                best is None or score > (best["value"], -best["val_loss"])
+            ):
+                state["selected"][selection] = {
+                    "epoch": epoch + 1,
+                    "value": row[key],
+                    "val_loss": row["val_loss"],
+                    "state": trainable_state(model),
+                }
+        if row["val_loss"] < state["best_val_loss"] - settings.min_delta:
+            state["best_val_loss"], state["bad_epochs"] = row["val_loss"], 0
+        else:
+            state["bad_epochs"] += 1
+        stopped_early = state["bad_epochs"] >= settings.patience
+        state["epoch"] = epoch + 1
+        _save_resume(resume_path, fingerprint, model, optimizer, state)
+        if writer is not None:
+            _log_scalars(writer, row)
+        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{row['val_loss']:.3f}")
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if "best_auc" not in state["selected"]:
+        raise InputError(
+            fold_table,
+            "the validation part never had both classes, so no model can be selected by AUC",
+            "raise splits.validation_fraction so validation holds both classes",
+        )
+    return FitResult(state["history"], state["selected"], resumed_from, stopped_early)
+
+
+def adapt_batchnorm(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
+) -> None:
+    """AdaBN: replace every BatchNorm layer's running mean/variance by their average over
+    ``images`` (the target-domain training part), in one gradient-free pass.
+
+    A backbone frozen with statistics of another modality (CT) can map every MRI volume to
+    nearly the same features; re-estimated statistics restore their spread. Hand-written:
+    neither MONAI nor peft has it; it relies on PyTorch's cumulative average (momentum None).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            model(images[start : start + batch_size].to(device))
+    for m, (momentum, training) in zip(norms, saved, strict=True):
+        m.momentum = momentum
+        m.train(training)
+
+
+def _save_resume(path: Path, fingerprint: str, model, optimizer, state: dict) -> None:
+    """The whole training state, written under a temporary name and renamed into place so
+    a kill mid-write leaves the previous epoch's file intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.partial")
+    payload = {
+        "fingerprint": fingerprint,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "state": state,
+    }
+    torch.save(payload, staging)
+    os.replace(staging, path)
+
+
+def _tensorboard(directory, history: Sequence[dict]):
+    """A SummaryWriter on a fresh folder, replaying the epochs a resumed run already did."""
+    if directory is None:
+        return None
+    import shutil
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    shutil.rmtree(directory, ignore_errors=True)
+    writer = SummaryWriter(str(directory))
+    for row in history:
+        _log_scalars(writer, row)
+    return writer
+
+
+def _log_scalars(writer, row: Mapping) -> None:
+    for key, value in row.items():
+        if key != "epoch":
+            writer.add_scalar(key, value, row["epoch"])
+    writer.flush()
+
+
+def fingerprint_of(config_slice: Mapping, files: Sequence[str | Path]) -> str:
+    """SHA-256 over the run's settings and the bytes of its input tables: a resume file
+    is only used by a run with the same settings and the same splits."""
+    digest = hashlib.sha256(json.dumps(config_slice, sort_keys=True, default=str).encode())
+    for path in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+def peak_memory(device: torch.device) -> tuple[float, str]:
+    """Peak memory in MiB and what it measures: CUDA allocations on a GPU, the process's
+    peak resident set on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_max_rss"
+
+
+def run_training(
+    *,
+    experiment_name: str,
+    experiment: Mapping,
+    method_name: str,
+    method_settings: Mapping | None,
+    training: Mapping | None,
+    backbone: Mapping,
+    fold: int,
+    subjects_table: str,
+    fold_table: str,
+    tensors: Sequence[str],
+    out_dir: str,
+    resume_path: str,
+    tensorboard_dir: str | None = None,
+    threads: int = 1,
+    device: str = "auto",
+    repo_dir: str | Path = ".",
+    progress: bool = True,
+) -> dict:
+    """The ``train`` rule: fit, select, predict the test part, write ``out_dir``.
+
+    ``out_dir`` receives ``history.tsv``, ``predictions.tsv`` (participant_id, session_id,
+    selection, label, probability), ``model-best_acc.pt``, ``model-best_auc.pt`` and
+    ``run.json``. The resume file is removed once they are in place.
+    """
+    from neuroadapt.cohort import load_cohort
+    from neuroadapt.provenance import git_commit, package_versions
+
+    where = f"experiments.{experiment_name}"
+    settings, augment = training_settings(training, "training")
+    torch.set_num_threads(max(1, int(threads)))
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.cuda.reset_peak_memory_stats(dev)
+    cohort = load_cohort(subjects_table, fold_table, tensors, experiment, where)
+    method = build_method(
+        method_name,
+        backbone,
+        cohort.images.shape[1],
+        experiment["task"],
+        method_settings,
+        settings.seed,
+        f"{where}.methods",
+    )
+    config_slice = {
+        "experiment": experiment_name,
+        "method": method_name,
+        "fold": fold,
+        "experiment_config": dict(experiment),
+        "method_settings": dict(method_settings or {}),
+        "training": {**asdict(settings), "augment": asdict(augment)},
+        "backbone": dict(backbone),
+    }
+    label = f"{experiment_name}/{method_name}/fold-{fold}"
+    result = fit(
+        method,
+        cohort,
+        settings,
+        augment,
+        dev,
+        resume_path,
+        fingerprint_of(config_slice, [subjects_table, fold_table]),
+        tensorboard_dir,
+        progress,
+        label,
+        fold_table,
+    )
+    test = cohort.indices("test")
+    predictions = []
+    for selection in SELECTIONS:
+        load_trainable_state(method.model, result.selected[selection]["state"])
+        probabilities = predict_probabilities(
+            method.model, cohort.images[test], dev, settings.batch_size, settings.bf16
+        )
+        frame = cohort.ids.iloc[test].copy()
+        frame.insert(0, "fold", fold)
+        frame["selection"] = selection
+        frame["label"] = cohort.labels[test].numpy().astype(int)
+        frame["probability"] = probabilities
+        predictions.append(frame)
+    memory, memory_kind = peak_memory(dev)
+    seconds = [row["seconds"] for row in result.history]
+    summary = {
+        **config_slice,
+        "seed": settings.seed,
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": int(threads),
+        "versions": package_versions(VERSIONED),
+        "code": git_commit(repo_dir),
+        "parameters": method.parameter_report().as_dict(),
+        "samples": {
+            role: int(len(cohort.indices(role))) for role in ("train", "validation", "test")
+        },
+        "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "seconds_per_epoch": float(np.mean(seconds)),
+        "peak_memory_mib": memory,
+        "memory_kind": memory_kind,
+        "selected": {
+            name: {"epoch": chosen["epoch"], "validation_value": chosen["value"]}
+            for name, chosen in result.selected.items()
+        },
+    }
+    with atomic_directory(out_dir) as staging:
+        pd.DataFrame(result.history).to_csv(
+            staging / "history.tsv", sep="\t", index=False, lineterminator="\n"
+        )
+        pd.concat(predictions).to_csv(
+            staging / "predictions.tsv", sep="\t", index=False, na_rep="n/a", lineterminator="\n"
+        )
+        for selection in SELECTIONS:
+            chosen = result.selected[selection]
+            torch.save(
+                {"state": chosen["state"], "epoch": chosen["epoch"], "method": method_name},
+                staging / f"model-{selection}.pt",
+            )
+        (staging / "run.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    Path(resume_path).unlink(missing_ok=True)
+    return summary

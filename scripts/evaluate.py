@@ -1,0 +1,19 @@
+"""Rule evaluate: out-of-fold metrics, intervals and comparisons of an experiment's methods."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package, also in conda envs
+
+from neuroadapt.evaluate import evaluate_experiment
+from neuroadapt.logs import logged
+
+with logged(snakemake.log) as log:
+    metrics = evaluate_experiment(
+        snakemake.wildcards.experiment,
+        snakemake.params.experiment,
+        snakemake.input.runs,
+        snakemake.params.evaluation,
+        {key: snakemake.output[key] for key in ("predictions", "folds", "metrics", "resources")},
+    )
+    log.info("\n%s", metrics[["method", "selection", "n", "auc", "auc_low", "auc_high"]])

@@ -1,0 +1,26 @@
+# Evaluation: out-of-fold metrics with bootstrap intervals and paired comparisons against the
+# reference method, and the resources table, per experiment.
+
+
+rule evaluate:
+    input:
+        runs=lambda wildcards: run_dirs(wildcards.experiment),
+    output:
+        predictions="results/{experiment}/predictions.tsv",
+        folds="results/{experiment}/folds.tsv",
+        metrics="results/{experiment}/metrics.tsv",
+        resources="results/{experiment}/resources.tsv",
+    log:
+        "logs/evaluate/{experiment}.log",
+    wildcard_constraints:
+        experiment=one_of(TRAINED_EXPERIMENTS),
+    conda:
+        "../../envs/evaluate.yaml"
+    params:
+        experiment=lambda wildcards: {
+            key: config["experiments"][wildcards.experiment].get(key)
+            for key in ("methods", "reference")
+        },
+        evaluation=config["evaluation"],
+    script:
+        "../../scripts/evaluate.py"

@@ -1,0 +1,50 @@
+# Training: CT pretraining of the demo backbones, then one job per experiment x method x fold
+# (a GPU rule: the workflow profile asks for one GPU; on a machine without one it runs on the
+# CPU). A killed or requeued job resumes from results/<experiment>/<method>/.resume/.
+
+
+rule pretrain:
+    input:
+        table="results/{dataset}/subjects.tsv",
+        scans=lambda wildcards: list(ingested(wildcards.dataset).ct),
+    output:
+        weights=PRETRAINED_WEIGHTS,
+        sidecar=PRETRAINED_SIDECAR,
+    log:
+        "logs/pretrain/{dataset}/{backbone}.log",
+    wildcard_constraints:
+        dataset=one_of(PRETRAIN_DATASETS),
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    params:
+        label=lambda wildcards: config["datasets"][wildcards.dataset]["label"],
+        settings=config["pretrain"],
+    script:
+        "../../scripts/pretrain.py"
+
+
+rule train:
+    input:
+        unpack(train_inputs),
+    output:
+        directory(RUN_DIR),
+    log:
+        "logs/train/{experiment}/{method}/fold-{fold}.log",
+    wildcard_constraints:
+        experiment=one_of(TRAINED_EXPERIMENTS),
+        fold=r"\d+",
+    conda:
+        "../../envs/train.yaml"
+    threads: 1
+    params:
+        experiment=lambda wildcards: experiment_for_training(wildcards.experiment),
+        method_settings=lambda wildcards: config["method_settings"].get(
+            wildcards.method, {}
+        ),
+        training=lambda wildcards: training_section(wildcards.experiment),
+        backbone=lambda wildcards: backbone_spec(wildcards.experiment),
+        resume="results/{experiment}/{method}/.resume/fold-{fold}.pt",
+        tensorboard="results/{experiment}/tensorboard/{method}/fold-{fold}",
+    script:
+        "../../scripts/train.py"
