@@ -58,7 +58,7 @@ cat >"$work/config.yaml" <<CONF
 datasets:
   study: {bids_dir: $work/bids, label: diagnosis, covariates: [age, sex, site]}
 experiments:
-  dti: {dataset: study, inputs: [fa, md], target: diagnosis, task: binary, methods: [lora],
+  dti: {dataset: study, inputs: [fa, md], target: diagnosis, task: binary, methods: [],
         splits: {folds: 2, p_threshold: 0.0}}
 CONF
 start=$(date +%Y-%m-%dT%H:%M:%S)

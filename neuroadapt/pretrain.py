@@ -157,5 +157,6 @@ def pretrain_backbone(
         "history": history,
         "sha256": sha256_of(weights_out),
     }
-    Path(sidecar_out).write_text(json.dumps(sidecar, indent=2) + "\n")
-    return sidecar
+    text = json.dumps(sidecar, indent=2) + "\n"
+    Path(sidecar_out).write_text(text)
+    return json.loads(text)  # what the file says (tuples become lists)

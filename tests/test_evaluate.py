@@ -1,0 +1,126 @@
+"""The evaluate rule's tables, from hand-made training runs with known predictions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from neuroadapt.errors import ConfigError, InputError
+from neuroadapt.evaluate import evaluate_experiment
+from neuroadapt.metrics import binary_metrics
+
+LABELS = np.array([0, 1] * 10)
+
+
+def write_run(root: Path, method: str, fold: int, scores: dict[str, np.ndarray]) -> Path:
+    """A run folder like the train rule's: predictions of 10 test subjects per fold."""
+    folder = root / method / f"fold-{fold}"
+    folder.mkdir(parents=True)
+    index = np.arange(10) + 10 * (fold - 1)
+    rows = [
+        {
+            "fold": fold,
+            "participant_id": f"sub-{i:02d}",
+            "session_id": "n/a",
+            "selection": selection,
+            "label": LABELS[i],
+            "probability": values[i],
+        }
+        for selection, values in scores.items()
+        for i in index
+    ]
+    pd.DataFrame(rows).to_csv(folder / "predictions.tsv", sep="\t", index=False)
+    summary = {
+        "method": method,
+        "fold": fold,
+        "parameters": {
+            "total": 1000,
+            "trainable": 10 if method != "full" else 1000,
+            "percent": 1.0,
+        },
+        "peak_memory_mib": 100.0 * fold,
+        "memory_kind": "cpu_max_rss",
+        "seconds_per_epoch": float(fold),
+        "epochs_run": 5,
+        "device": "cpu",
+    }
+    (folder / "run.json").write_text(json.dumps(summary))
+    return folder
+
+
+@pytest.fixture
+def runs(tmp_path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    perfect = LABELS * 0.8 + 0.1
+    chance = rng.uniform(0, 1, len(LABELS))
+    folders = []
+    for fold in (1, 2):
+        folders.append(write_run(tmp_path, "probe", fold, {"best_acc": chance, "best_auc": chance}))
+        folders.append(write_run(tmp_path, "lora", fold, {"best_acc": perfect, "best_auc": chance}))
+    return folders
+
+
+def evaluate(runs, tmp_path, experiment=None):
+    outputs = {
+        key: str(tmp_path / f"{key}.tsv")
+        for key in ("predictions", "folds", "metrics", "resources")
+    }
+    experiment = experiment or {"methods": ["probe", "lora"], "reference": "probe"}
+    metrics = evaluate_experiment("exp", experiment, runs, {"bootstrap": 200}, outputs)
+    return metrics, {k: pd.read_csv(v, sep="\t") for k, v in outputs.items()}
+
+
+def test_pooled_metrics_equal_the_metrics_of_all_out_of_fold_predictions(runs, tmp_path):
+    metrics, tables = evaluate(runs, tmp_path)
+    assert len(tables["predictions"]) == 2 * 2 * 2 * 10  # methods x folds x selections x subjects
+    row = metrics.set_index(["method", "selection"]).loc[("lora", "best_acc")]
+    assert row.n == 20 and row.auc == 1.0 and row.accuracy == 1.0 and row.mcc == 1.0
+    chance = tables["predictions"].query("method == 'probe' and selection == 'best_auc'")
+    expected = binary_metrics(chance.label.to_numpy(), chance.probability.to_numpy())
+    probe = metrics.set_index(["method", "selection"]).loc[("probe", "best_auc")]
+    assert probe.auc == pytest.approx(expected["auc"])
+    assert probe.auc_low <= probe.auc <= probe.auc_high
+
+
+def test_fold_table_and_fold_mean_and_sd(runs, tmp_path):
+    metrics, tables = evaluate(runs, tmp_path)
+    folds = tables["folds"]
+    assert len(folds) == 2 * 2 * 2 and (folds.n == 10).all()
+    probe = folds.query("method == 'probe' and selection == 'best_acc'").accuracy
+    row = metrics.set_index(["method", "selection"]).loc[("probe", "best_acc")]
+    assert row.accuracy_fold_mean == pytest.approx(probe.mean())
+    assert row.accuracy_fold_sd == pytest.approx(probe.std(ddof=1))
+
+
+def test_each_method_is_compared_with_the_reference_on_the_same_subjects(runs, tmp_path):
+    metrics, _ = evaluate(runs, tmp_path)
+    rows = metrics.set_index(["method", "selection"])
+    assert rows.loc[("probe", "best_acc")].p_value != rows.loc[("probe", "best_acc")].p_value  # NaN
+    better = rows.loc[("lora", "best_acc")]
+    assert better.delta_auc == pytest.approx(1.0 - rows.loc[("probe", "best_acc")].auc)
+    assert better.delta_auc_low > 0 and better.p_value < 0.05
+    same = rows.loc[("lora", "best_auc")]  # identical scores to the reference
+    assert same.delta_auc == 0 and same.p_value == 1.0
+    assert (metrics.reference == "probe").all()
+
+
+def test_resources_summarise_the_folds(runs, tmp_path):
+    _, tables = evaluate(runs, tmp_path)
+    resources = tables["resources"].set_index("method")
+    assert resources.loc["lora"].peak_memory_mib == 200.0  # the worst fold
+    assert resources.loc["lora"].seconds_per_epoch == 1.5  # the mean over folds
+    assert resources.loc["lora"].folds == 2 and resources.loc["lora"].trainable_parameters == 10
+
+
+def test_an_incomplete_run_and_a_wrong_reference_are_clear_errors(runs, tmp_path):
+    (runs[0] / "predictions.tsv").unlink()
+    with pytest.raises(InputError, match="is not a complete training run") as error:
+        evaluate(runs, tmp_path)
+    assert str(runs[0]) in str(error.value)
+    with pytest.raises(ConfigError, match="'experiments.exp.reference': 'x' is not one of"):
+        evaluate(runs[1:], tmp_path, {"methods": ["probe", "lora"], "reference": "x"})
+    assert not (tmp_path / "metrics.tsv").exists()
