@@ -17,6 +17,7 @@ include: "workflow/rules/dwi.smk"
 include: "workflow/rules/derivatives.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -27,3 +28,4 @@ rule all:
         petct_outputs,
         dwi_outputs,
         evaluate_outputs(),
+        "results/report/index.html",

@@ -174,7 +174,7 @@ def _check_semantics(config: dict) -> None:
                 "target gtv is a segmentation mask",
                 "use task: segmentation or segmentation+survival",
             )
-    for section in ("training", "method_settings", "pretrain", "evaluation"):
+    for section in ("training", "method_settings", "pretrain", "evaluation", "report"):
         config.setdefault(section, {})
     for name in trained_experiments(config):
         _check_training(config, name)

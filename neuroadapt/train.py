@@ -290,7 +290,9 @@ def fit(
         _save_resume(resume_path, fingerprint, model, optimizer, state)
         if writer is not None:
             _log_scalars(writer, row)
-        bar.set_postfix(loss=f"{row['train_loss']:.3f}", val_loss=f"{row['val_loss']:.3f}")
+        bar.set_postfix(
+            loss=f"{row['train_loss']:.3f}", val_loss=f"{row['val_loss']:.3f}", refresh=False
+        )
     bar.close()
     if writer is not None:
         writer.close()
@@ -474,6 +476,7 @@ def run_training(
         "threads": int(threads),
         "versions": package_versions(VERSIONED),
         "code": git_commit(repo_dir),
+        "method_description": (type(method).__doc__ or method_name).strip().splitlines()[0],
         "parameters": method.parameter_report().as_dict(),
         "samples": {
             role: int(len(cohort.indices(role))) for role in ("train", "validation", "test")

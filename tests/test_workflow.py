@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -160,52 +161,65 @@ def job_counts(plan: str) -> dict[str, int]:
     }
 
 
-def test_pretrains_trains_and_evaluates_and_reruns_only_a_changed_method(tmp_path):
-    """The whole chain on tiny data: CT pretraining, a train job per method and fold,
-    evaluation; then a changed lora setting reruns the lora jobs and evaluation only."""
-    config = {
-        "datasets": {
-            "demo_dwi": {
-                "synthetic": TINY_DWI | {"n_subjects": 12},
-                "label": "diagnosis",
-                "covariates": ["age", "sex"],
-            },
-            "demo_ct_pretrain": {
-                "synthetic": {"kind": "ct_pretrain", "n_subjects": 4, "ct_shape": [48, 48, 24]},
-                "label": "lesion",
-            },
+TRAINING_CONFIG = {
+    "datasets": {
+        "demo_dwi": {
+            "synthetic": TINY_DWI | {"n_subjects": 12},
+            "label": "diagnosis",
+            "covariates": ["age", "sex"],
         },
-        "experiments": {
-            "adhd_dti": _experiment("demo_dwi")
-            | {
-                "methods": ["linear_probe", "lora"],
-                "positive_class": "ADHD",
-                "backbone": {"name": "resnet10_w025", "pretrained_on": "demo_ct_pretrain"},
-            }
+        "demo_ct_pretrain": {
+            "synthetic": {"kind": "ct_pretrain", "n_subjects": 4, "ct_shape": [48, 48, 24]},
+            "label": "lesion",
         },
-        "dwi": {
-            "denoise": {"method": "none"},
-            "bias": {"enabled": False},
-            "motion": {"enabled": False},
+    },
+    "experiments": {
+        "adhd_dti": _experiment("demo_dwi")
+        | {
+            "methods": ["linear_probe", "lora"],
+            "positive_class": "ADHD",
+            "backbone": {"name": "resnet10_w025", "pretrained_on": "demo_ct_pretrain"},
         },
-        "training": {"epochs": 2, "patience": 5},
-        "method_settings": {"lora": {"r": 4}},
-        "pretrain": {"epochs": 2},
-        "evaluation": {"bootstrap": 100},
-    }
-    path = write_config(tmp_path, config)
-    args = ("--cores", "2", "--directory", str(tmp_path), "--configfile", str(path))
+        "splits_only": _experiment("demo_dwi"),
+    },
+    "dwi": {
+        "denoise": {"method": "none"},
+        "bias": {"enabled": False},
+        "motion": {"enabled": False},
+    },
+    "training": {"epochs": 2, "patience": 5},
+    "method_settings": {"lora": {"r": 4}},
+    "pretrain": {"epochs": 2},
+    "evaluation": {"bootstrap": 100},
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The whole chain on tiny data, run once: CT pretraining, a train job per method and
+    fold, evaluation, the report. Returns (folder, snakemake arguments, run output)."""
+    from neuroadapt.report.html import TEMPLATE
+
+    folder = tmp_path_factory.mktemp("trained")
+    shutil.copy(TEMPLATE, folder / "template.html")  # a site's own template
+    config = TRAINING_CONFIG | {"report": {"template": str(folder / "template.html")}}
+    path = write_config(folder, config)
+    args = ("--cores", "2", "--directory", str(folder), "--configfile", str(path))
     args += ("--replace-workflow-config",)
-    run = snakemake(*args)
+    return folder, args, snakemake(*args)
+
+
+def test_pretrains_trains_and_evaluates_every_method_and_fold(trained):
+    folder, _, run = trained
     counts = collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", run.stderr))
     assert counts["pretrain"] == 1 and counts["train"] == 4 and counts["evaluate"] == 1, counts
     sidecar = json.loads(
-        (tmp_path / "results/pretrain/demo_ct_pretrain/resnet10_w025.json").read_text()
+        (folder / "results/pretrain/demo_ct_pretrain/resnet10_w025.json").read_text()
     )
     assert sidecar["n_scans"] == 4 and len(sidecar["sha256"]) == 64
-    run_json = json.loads((tmp_path / "results/adhd_dti/lora/fold-2/run.json").read_text())
+    run_json = json.loads((folder / "results/adhd_dti/lora/fold-2/run.json").read_text())
     assert run_json["backbone"]["sha256"] == sidecar["sha256"]
-    metrics = pd.read_csv(tmp_path / "results/adhd_dti/metrics.tsv", sep="\t")
+    metrics = pd.read_csv(folder / "results/adhd_dti/metrics.tsv", sep="\t")
     assert sorted(zip(metrics.method, metrics.selection, strict=True)) == [
         ("linear_probe", "best_acc"),
         ("linear_probe", "best_auc"),
@@ -214,19 +228,75 @@ def test_pretrains_trains_and_evaluates_and_reruns_only_a_changed_method(tmp_pat
     ]
     assert (metrics.n == 12).all() and metrics.reference.eq("linear_probe").all()
     assert metrics.loc[metrics.method == "lora", "p_value"].notna().all()
-    resources = pd.read_csv(tmp_path / "results/adhd_dti/resources.tsv", sep="\t")
+    resources = pd.read_csv(folder / "results/adhd_dti/resources.tsv", sep="\t")
     assert resources.set_index("method").folds.to_dict() == {"linear_probe": 2, "lora": 2}
-    assert not list(tmp_path.glob("results/adhd_dti/*/.resume/*.pt"))
+    assert not list(folder.glob("results/adhd_dti/*/.resume/*.pt"))
+    assert not (folder / "results/splits_only/metrics.tsv").exists()
 
+
+def test_a_changed_method_setting_reruns_only_that_methods_jobs(trained, tmp_path):
+    folder, args, _ = trained
+    config = yaml.safe_load(Path(args[args.index("--configfile") + 1]).read_text())
     config["method_settings"]["lora"]["r"] = 2
-    write_config(tmp_path, config)
+    changed = write_config(tmp_path, config)
+    args = tuple(str(changed) if a.endswith("config.yaml") else a for a in args)
     plan = snakemake(*args, "-n").stdout
-    assert job_counts(plan) == {"train": 2, "evaluate": 1, "all": 1, "total": 4}, plan
+    assert job_counts(plan) == {"train": 2, "evaluate": 1, "report": 1, "all": 1, "total": 5}, plan
     outputs = re.findall(r"output: (\S+)", plan)
     assert sorted(o for o in outputs if "fold-" in o) == [
         "results/adhd_dti/lora/fold-1",
         "results/adhd_dti/lora/fold-2",
     ]
+
+
+def test_a_changed_report_template_reruns_only_the_report(trained):
+    folder, args, _ = trained
+    template = folder / "template.html"
+    template.write_text(template.read_text().replace("neuroadapt report</h1>", "Our lab</h1>"))
+    plan = snakemake(*args, "-n").stdout
+    assert job_counts(plan) == {"report": 1, "all": 1, "total": 2}, plan
+
+
+REPORT_SECTIONS = ("cohort", "qc", "methods", "results", "provenance", "missing")
+
+
+def test_the_report_opens_in_a_real_browser_complete_and_without_errors(trained):
+    folder, _, _ = trained
+    report = folder / "results/report/index.html"
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        if os.environ.get("NEUROADAPT_REQUIRE_BROWSER"):
+            pytest.fail("chromium is not on PATH (apt-get install chromium)")
+        pytest.skip("chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    html = report.read_text()
+    assert "<script" not in html and 'src="http' not in html  # self-contained
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        problems = []
+        page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("requestfailed", lambda r: problems.append(f"failed {r.url}"))
+        page.goto(report.as_uri())
+        images = page.evaluate(
+            "Array.from(document.images).map(i => [i.alt, i.complete && i.naturalWidth > 0])"
+        )
+        sections = page.evaluate("Array.from(document.querySelectorAll('[id]')).map(e => e.id)")
+        links = page.evaluate(
+            "Array.from(document.querySelectorAll('td a')).map(a => a.getAttribute('href'))"
+        )
+        page.screenshot(path=str(folder / "report.png"), full_page=True)
+        browser.close()
+    assert problems == []
+    assert images and all(ok for _, ok in images), [alt for alt, ok in images if not ok]
+    assert set(REPORT_SECTIONS) <= set(sections), sections
+    alts = " ".join(alt for alt, _ in images)
+    assert "ROC curves of adhd_dti" in alts and "FA and MD of sub-001" in alts
+    assert links and all((report.parent / link).is_file() for link in links)  # QC figures
+    assert (folder / "report.png").stat().st_size > 50_000
+    assert "splits_only: no methods configured" in html
 
 
 def test_ingests_a_users_bids_dataset_and_fails_clearly_on_a_bad_one(tiny_dwi, tmp_path):

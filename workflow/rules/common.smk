@@ -255,3 +255,67 @@ def run_dirs(experiment):
 
 def evaluate_outputs():
     return expand("results/{experiment}/metrics.tsv", experiment=TRAINED_EXPERIMENTS)
+
+
+# Report (workflow/rules/report.smk): everything it shows, by section.
+REPORT_TEMPLATE = config["report"].get(
+    "template", f"{workflow.basedir}/neuroadapt/report/templates/report.html"
+)
+
+
+def report_layout(wildcards):
+    """Paths the report reads, by section (a params function: the per-subject files come
+    from the ingest checkpoints)."""
+    layout = {
+        "datasets": {d: {"subjects": f"results/{d}/subjects.tsv"} for d in DATASETS},
+        "dwi_qc": {
+            d: {
+                "tables": per_row(d, f"{DWI_DIR}/{{prefix}}_desc-imageqc_dwi.tsv"),
+                "figures": per_row(
+                    d,
+                    f"{DWI_ROOT}/{{folder}}/figures/{{prefix}}_desc-tensor_dwimap.png",
+                ),
+            }
+            for d in DWI_DATASETS
+        },
+        "petct_qc": {
+            d: {
+                "tables": per_row(
+                    d,
+                    f"{PETCT_ROOT}/{{folder}}/xfm/{{prefix}}_from-pet_to-ct_mode-image_xfm.json",
+                ),
+                "figures": per_row(
+                    d,
+                    f"{PETCT_ROOT}/{{folder}}/figures/{{prefix}}_desc-registration_petct.png",
+                ),
+            }
+            for d in PETCT_DATASETS
+        },
+        "experiments": {},
+    }
+    for name in EXPERIMENTS:
+        paths = {"splits": f"results/{name}/splits"}
+        if name in TRAINED_EXPERIMENTS:
+            for key in ("metrics", "folds", "predictions", "resources"):
+                paths[key] = f"results/{name}/{key}.tsv"
+            paths["runs"] = [f"{run}/run.json" for run in run_dirs(name)]
+        layout["experiments"][name] = paths
+    return layout
+
+
+def report_inputs(wildcards):
+    """Every file of the layout, as one list (so each is a dependency of the report)."""
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif not node.endswith("/run.json"):  # inside a run folder, which is the output
+            found.append(node)
+
+    walk(report_layout(wildcards))
+    return found + [run for name in TRAINED_EXPERIMENTS for run in run_dirs(name)]

@@ -8,8 +8,18 @@ rule evaluate:
     output:
         predictions="results/{experiment}/predictions.tsv",
         folds="results/{experiment}/folds.tsv",
-        metrics="results/{experiment}/metrics.tsv",
-        resources="results/{experiment}/resources.tsv",
+        metrics=report(
+            "results/{experiment}/metrics.tsv",
+            caption="../report/metrics.rst",
+            category="Results",
+            subcategory="{experiment}",
+        ),
+        resources=report(
+            "results/{experiment}/resources.tsv",
+            caption="../report/resources.rst",
+            category="Results",
+            subcategory="{experiment}",
+        ),
     log:
         "logs/evaluate/{experiment}.log",
     wildcard_constraints:

@@ -1,0 +1,291 @@
+"""The HTML result report: one self-contained file (figures and styles inline).
+
+:func:`build_report` reads what the workflow wrote (subjects tables, QC tables and figures,
+splits, metrics, resources, run summaries), makes the report's figures and renders
+``templates/report.html`` with Jinja2. Sections appear only for what the configuration ran;
+experiments that trained nothing are listed as such. Per-subject QC figures are linked
+(relative paths, so the links work wherever the results folder is opened) and a few are
+embedded.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+import yaml
+
+from neuroadapt.io import atomic_write_text
+from neuroadapt.metrics import BINARY_METRICS
+from neuroadapt.report import figures
+from neuroadapt.subjects import read_subjects_table
+
+__all__ = ["build_report", "methods_paragraph"]
+
+TEMPLATE = Path(__file__).parent / "templates" / "report.html"
+EMBEDDED_QC_FIGURES = 3  # per dataset, besides every flagged outlier (up to 6)
+
+
+def data_uri(content: bytes, mime: str = "image/png") -> str:
+    return f"data:{mime};base64,{base64.b64encode(content).decode()}"
+
+
+def file_uri(path: str | Path) -> str:
+    return data_uri(Path(path).read_bytes())
+
+
+def _link(path: str | Path, report_dir: Path) -> str:
+    return os.path.relpath(Path(path).resolve(), report_dir.resolve())
+
+
+def cohort_section(name: str, dataset: Mapping, paths: Mapping) -> dict:
+    """Subjects, label balance and demographics of one dataset."""
+    table = read_subjects_table(paths["subjects"])
+    label = dataset.get("label")
+    section = {"name": name, "rows": len(table), "subjects": table.participant_id.nunique()}
+    if label and label in table.columns:
+        section["labels"] = table[label].value_counts().sort_index().to_dict()
+        section["label"] = label
+    if "age" in table.columns:
+        age = pd.to_numeric(table.age, errors="coerce")
+        section["age"] = f"{age.mean():.1f} ± {age.std():.1f}"
+    for column in ("sex", "site"):
+        if column in table.columns:
+            section[column] = table[column].value_counts().sort_index().to_dict()
+    return section
+
+
+def fold_balance(experiment: Mapping, splits_dir: Path, subjects: pd.DataFrame) -> list[dict]:
+    """Per fold and role: subjects, classes of the target and mean age."""
+    target = experiment["target"]
+    rows = []
+    for fold_file in sorted(splits_dir.glob("fold-*.tsv"), key=lambda p: int(p.stem[5:])):
+        fold = pd.read_csv(fold_file, sep="\t", dtype=str).merge(
+            subjects.drop_duplicates("participant_id"), on="participant_id"
+        )
+        for role, part in fold.groupby("role", sort=False):
+            row = {"fold": fold_file.stem[5:], "role": role, "n": len(part)}
+            if isinstance(target, str) and target in part.columns:
+                counts = part[target].value_counts().sort_index()
+                row["classes"] = ", ".join(f"{k}: {v}" for k, v in counts.items())
+            if "age" in part.columns:
+                row["age"] = f"{pd.to_numeric(part.age, errors='coerce').mean():.1f}"
+            rows.append(row)
+    return rows
+
+
+def dwi_qc_section(
+    name: str, qc_paths: Sequence[str], figures_: Sequence[str], report_dir: Path
+) -> dict:
+    table = pd.concat([pd.read_csv(p, sep="\t") for p in qc_paths], ignore_index=True)
+    table["figure"] = [_link(f, report_dir) for f in figures_]
+    flagged = table.index[table.outlier.astype(int) == 1].tolist()
+    embed = sorted(set(range(min(EMBEDDED_QC_FIGURES, len(table)))) | set(flagged[:6]))
+    return {
+        "name": name,
+        "table": table.round(3).to_dict("records"),
+        "flagged": int(len(flagged)),
+        "summary": data_uri(
+            figures.qc_distributions(
+                table,
+                {
+                    "mean_fd": "mean framewise displacement (mm)",
+                    "b0_snr": "b0 SNR",
+                    "mean_fa": "mean FA in the mask",
+                },
+                f"{name}: diffusion QC",
+            )
+        ),
+        "embedded": [
+            {"participant": table.participant[i], "uri": file_uri(figures_[i])} for i in embed
+        ],
+    }
+
+
+def petct_qc_section(
+    name: str, xfm_paths: Sequence[str], figures_: Sequence[str], report_dir: Path
+) -> dict:
+    rows = []
+    for path, figure in zip(xfm_paths, figures_, strict=True):
+        info = json.loads(Path(path).read_text())
+        rows.append(
+            {
+                "participant": Path(path).name.split("_from-")[0],
+                "metric": round(float(info["FinalMetricValue"]), 3),
+                "iterations": info.get("Iterations"),
+                "figure": _link(figure, report_dir),
+            }
+        )
+    return {
+        "name": name,
+        "table": rows,
+        "embedded": [
+            {"participant": rows[i]["participant"], "uri": file_uri(figures_[i])}
+            for i in range(min(EMBEDDED_QC_FIGURES, len(rows)))
+        ],
+    }
+
+
+def results_section(name: str, experiment: Mapping, paths: Mapping) -> dict:
+    """Metrics table, ROC curves, per-fold scores and parameters vs AUC of one experiment."""
+    metrics = pd.read_csv(paths["metrics"], sep="\t")
+    folds = pd.read_csv(paths["folds"], sep="\t")
+    predictions = pd.read_csv(paths["predictions"], sep="\t")
+    resources = pd.read_csv(paths["resources"], sep="\t")
+    runs = [json.loads(Path(p).read_text()) for p in paths["runs"]]
+    methods = list(experiment["methods"])
+    descriptions = {r["method"]: r.get("method_description", "").replace("``", "") for r in runs}
+    table = []
+    for _, row in metrics.iterrows():
+        entry = {"method": row.method, "selection": row.selection, "n": int(row.n)}
+        for metric in BINARY_METRICS:
+            entry[metric] = (
+                f"{row[metric]:.3f} [{row[f'{metric}_low']:.2f}, {row[f'{metric}_high']:.2f}]"
+            )
+        entry["fold_auc"] = f"{row.auc_fold_mean:.3f} ± {row.auc_fold_sd:.3f}"
+        if pd.notna(row.p_value):
+            entry["delta"] = (
+                f"{row.delta_auc:+.3f} [{row.delta_auc_low:+.2f}, {row.delta_auc_high:+.2f}]"
+            )
+            entry["p"] = f"{row.p_value:.3f}"
+            entry["significant"] = bool(row.p_value < 0.05)
+        table.append(entry)
+    return {
+        "name": name,
+        "reference": str(metrics.reference.iloc[0]),
+        "table": table,
+        "resources": [
+            r | {"description": descriptions.get(r["method"], "")}
+            for r in resources.round(4).to_dict("records")
+        ],
+        "roc": data_uri(figures.roc_curves(predictions, metrics, methods)),
+        "folds": data_uri(figures.fold_scores(folds, methods)),
+        "cost": data_uri(figures.parameters_vs_auc(metrics, resources, "best_auc")),
+        "device": runs[0]["device"] if runs else "",
+        "versions": runs[0]["versions"] if runs else {},
+        "code": runs[0]["code"] if runs else {},
+    }
+
+
+def methods_paragraph(config: Mapping) -> str:
+    """A methods paragraph describing what the configuration ran (as QSIPrep writes one)."""
+    from neuroadapt import __version__
+
+    dwi = config.get("dwi", {})
+    parts = [f"Data were processed with neuroadapt {__version__}."]
+    if any(set(e["inputs"]) & {"fa", "md", "ad", "rd"} for e in config["experiments"].values()):
+        denoise = dwi.get("denoise", {})
+        steps = [f"denoising ({denoise.get('method', 'mppca')})"]
+        if dwi.get("unring", {}).get("enabled"):
+            steps.append("Gibbs unringing")
+        if dwi.get("bias", {}).get("enabled", True):
+            steps.append("N4 bias-field correction")
+        if dwi.get("motion", {}).get("enabled", True):
+            steps.append("rigid head-motion correction with b-vector rotation")
+        tensor = dwi.get("tensor", {})
+        shape = "x".join(str(v) for v in dwi.get("model_ready", {}).get("shape", [32, 32, 32]))
+        parts.append(
+            "Diffusion-weighted images underwent "
+            + ", ".join(steps)
+            + f", brain masking and a {tensor.get('fit_method', 'WLS')} diffusion-tensor fit on "
+            f"b ≤ {tensor.get('max_bval', 1200)} s/mm²; FA and MD maps were cropped to the brain "
+            f"and resampled to {shape} voxels."
+        )
+    if any({"ct", "pet"} <= set(e["inputs"]) for e in config["experiments"].values()):
+        registration = config.get("petct", {}).get("registration", {})
+        parts.append(
+            "PET was converted to SUV and registered to CT with a "
+            f"{registration.get('transform', 'rigid')} mutual-information registration; both "
+            "were resampled onto a common box around the tumour."
+        )
+    training = config.get("training", {})
+    for name, experiment in config["experiments"].items():
+        if not experiment.get("methods"):
+            continue
+        folds = (experiment.get("splits") or {}).get("folds", 5)
+        backbone = experiment.get("backbone")
+        backbone = backbone if isinstance(backbone, str) else (backbone or {}).get("name")
+        parts.append(
+            f"For {name}, {', '.join(experiment['methods'])} adapted a {backbone} backbone "
+            f"to predict {experiment['target']} in {folds}-fold subject-level stratified "
+            f"cross-validation (up to {training.get('epochs', 50)} epochs, early stopping after "
+            f"{training.get('patience', 10)} epochs without validation-loss improvement, "
+            "AdamW); models were selected by validation accuracy and by validation AUC, and "
+            "evaluated on out-of-fold predictions with bootstrap 95% intervals and paired "
+            "bootstrap comparisons of AUC against the reference method."
+        )
+    return " ".join(parts)
+
+
+def build_report(
+    config: Mapping, layout: Mapping, out_path: str | Path, template: str | Path = TEMPLATE
+) -> None:
+    """Render the report of ``config`` from the files in ``layout`` to ``out_path``.
+
+    ``layout``: ``datasets`` {name: {subjects}}, ``dwi_qc`` / ``petct_qc`` {dataset:
+    {tables, figures}}, ``experiments`` {name: {splits, metrics, folds, predictions,
+    resources, runs}} (the last five only for experiments that trained). ``template``: a
+    Jinja2 template (the packaged one by default; a site may bring its own).
+    """
+    template = Path(template)
+    out_path = Path(out_path)
+    report_dir = out_path.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    cohorts = [
+        cohort_section(name, config["datasets"][name], paths)
+        for name, paths in layout["datasets"].items()
+    ]
+    splits, results, missing = [], [], []
+    for name, paths in layout["experiments"].items():
+        experiment = config["experiments"][name]
+        subjects = read_subjects_table(layout["datasets"][experiment["dataset"]]["subjects"])
+        splits_dir = Path(paths["splits"])
+        splits.append(
+            {
+                "name": name,
+                "rows": fold_balance(experiment, splits_dir, subjects),
+                "balance": file_uri(splits_dir / "balance.png"),
+            }
+        )
+        if "metrics" in paths:
+            results.append(results_section(name, experiment, paths))
+        else:
+            missing.append(f"{name}: no methods configured, so nothing was trained (splits only)")
+    html = (
+        jinja2.Environment(
+            loader=jinja2.FileSystemLoader(template.parent),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        .get_template(template.name)
+        .render(
+            generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            cohorts=cohorts,
+            splits=splits,
+            dwi_qc=[
+                dwi_qc_section(name, qc["tables"], qc["figures"], report_dir)
+                for name, qc in layout.get("dwi_qc", {}).items()
+            ],
+            petct_qc=[
+                petct_qc_section(name, qc["tables"], qc["figures"], report_dir)
+                for name, qc in layout.get("petct_qc", {}).items()
+            ],
+            results=results,
+            missing=missing,
+            methods_paragraph=methods_paragraph(config),
+            config_yaml=yaml.safe_dump(dict(config), sort_keys=False),
+            commands=[
+                "snakemake --cores all                      # rerun what changed",
+                "snakemake --profile slurm                  # the same on a SLURM cluster",
+                "snakemake --forcerun train --until evaluate  # retrain and re-evaluate",
+                "snakemake --forcerun report                # this report only",
+            ],
+        )
+    )
+    atomic_write_text(out_path, html)
