@@ -226,3 +226,11 @@ def test_weights_need_their_checksum():
     )
     with pytest.raises(ConfigError, match="experiments.adhd_dti.backbone"):
         validate_config(config)
+
+
+def test_the_paper_presets_are_valid():
+    config = load_config(REPO / "config" / "paper1_adhd.yaml")
+    experiment = config["experiments"]["adhd_dti"]
+    assert experiment["backbone"] == "resnet50_w2" and experiment["splits"]["folds"] == 5
+    assert config["dwi"]["model_ready"]["shape"] == [128, 128, 128]
+    assert config["method_settings"]["lora"] == {"r": 4}
