@@ -81,10 +81,17 @@ def fold_balance(experiment: Mapping, splits_dir: Path, subjects: pd.DataFrame) 
 
 
 def dwi_qc_section(
-    name: str, qc_paths: Sequence[str], figures_: Sequence[str], report_dir: Path
+    name: str,
+    qc_paths: Sequence[str],
+    figures_: Sequence[str],
+    motion: Sequence[str],
+    report_dir: Path,
 ) -> dict:
+    """Diffusion QC table (linking each subject's FA/MD and motion figures), distributions,
+    and a few embedded FA/MD figures (the first subjects and the flagged ones)."""
     table = pd.concat([pd.read_csv(p, sep="\t") for p in qc_paths], ignore_index=True)
     table["figure"] = [_link(f, report_dir) for f in figures_]
+    table["motion_figure"] = [_link(f, report_dir) for f in motion]
     flagged = table.index[table.outlier.astype(int) == 1].tolist()
     embed = sorted(set(range(min(EMBEDDED_QC_FIGURES, len(table)))) | set(flagged[:6]))
     return {
@@ -269,7 +276,7 @@ def build_report(
             cohorts=cohorts,
             splits=splits,
             dwi_qc=[
-                dwi_qc_section(name, qc["tables"], qc["figures"], report_dir)
+                dwi_qc_section(name, qc["tables"], qc["figures"], qc["motion"], report_dir)
                 for name, qc in layout.get("dwi_qc", {}).items()
             ],
             petct_qc=[

@@ -275,6 +275,10 @@ def report_layout(wildcards):
                     d,
                     f"{DWI_ROOT}/{{folder}}/figures/{{prefix}}_desc-tensor_dwimap.png",
                 ),
+                "motion": per_row(
+                    d,
+                    f"{DWI_ROOT}/{{folder}}/figures/{{prefix}}_desc-motion_dwi.png",
+                ),
             }
             for d in DWI_DATASETS
         },
