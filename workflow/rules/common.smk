@@ -1,4 +1,5 @@
 # Shared set-up: make the package importable, validate the config, helpers for rules.
+import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -318,7 +319,8 @@ def report_inputs(wildcards):
         elif isinstance(node, list):
             for value in node:
                 walk(value)
-        elif not node.endswith("/run.json"):  # inside a run folder, which is the output
+        # a run.json lies in a run folder: the folder is the train job's output
+        elif os.path.basename(node) != "run.json":
             found.append(node)
 
     walk(report_layout(wildcards))
