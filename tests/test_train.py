@@ -114,11 +114,12 @@ def test_run_writes_predictions_of_the_test_part_for_both_selected_models(finish
         assert chosen.label.tolist() == [1 - (i % 2) for i in range(16, 24)]
     history = pd.read_csv(run / "history.tsv", sep="\t")
     assert history.epoch.tolist() == list(range(1, 7))
-    # Selected epochs: the first epoch reaching the best validation accuracy / AUC.
-    assert summary["selected"]["best_acc"]["epoch"] == int(
-        history.epoch[history.val_accuracy.idxmax()]
-    )
-    assert summary["selected"]["best_auc"]["epoch"] == int(history.epoch[history.val_auc.idxmax()])
+    # Selected epochs: the best validation accuracy / AUC; ties go to the lower validation
+    # loss (then to the earlier epoch).
+    for selection, column in (("best_acc", "val_accuracy"), ("best_auc", "val_auc")):
+        best = history[history[column] == history[column].max()]
+        expected_epoch = int(best.epoch[best.val_loss.idxmin()])
+        assert summary["selected"][selection]["epoch"] == expected_epoch, selection
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
 
 
