@@ -197,6 +197,15 @@ def _check_training(config: dict, name: str) -> None:
     backbone = backbone_config(experiment)
     if not backbone:
         raise ConfigError(f"{where}.backbone", "is missing", "name one, e.g. {name: resnet18_w05}")
+    if "url" in backbone:
+        from neuroadapt.download import WEIGHTS_DIR
+
+        if Path(backbone["weights"]).parent != Path(WEIGHTS_DIR):
+            raise ConfigError(
+                f"{where}.backbone.weights",
+                "a downloaded checkpoint is written by the download_weights rule",
+                f"name it {WEIGHTS_DIR}/<file name>, or drop url to use a file you have",
+            )
     source = backbone.get("pretrained_on")
     if source is not None and source not in config["datasets"]:
         raise ConfigError(

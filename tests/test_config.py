@@ -234,3 +234,18 @@ def test_the_paper_presets_are_valid():
     assert experiment["backbone"] == "resnet50_w2" and experiment["splits"]["folds"] == 5
     assert config["dwi"]["model_ready"]["shape"] == [128, 128, 128]
     assert config["method_settings"]["lora"] == {"r": 4}
+
+
+def test_a_downloaded_checkpoint_lives_under_resources_weights():
+    backbone = {"name": "resnet50_w2", "sha256": "a" * 64, "url": "https://example.org/w.pt"}
+    config = config_with(
+        lambda c: c["experiments"]["adhd_dti"].update(backbone=backbone | {"weights": "/w/ct.pt"})
+    )
+    with pytest.raises(ConfigError, match="backbone.weights': a downloaded checkpoint"):
+        validate_config(config)
+    config = config_with(
+        lambda c: c["experiments"]["adhd_dti"].update(
+            backbone=backbone | {"weights": "resources/weights/ct.pt"}
+        )
+    )
+    validate_config(config)

@@ -154,6 +154,31 @@ def test_generates_the_demo_and_ingests_it(tmp_path):
     assert "demo_dataset" in plan and "Params have changed" in plan
 
 
+def test_downloads_named_weights_once_and_only_with_their_checksum(tmp_path):
+    """The download_weights rule, from a file:// URL: fetched, then a wrong checksum fails
+    with the URL in the message and leaves no file."""
+    import hashlib
+
+    published = tmp_path / "published.pt"
+    published.write_bytes(b"weights" * 1000)
+    sha256 = hashlib.sha256(published.read_bytes()).hexdigest()
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    backbone = {"name": "resnet18_w05", "weights": "resources/weights/ct.pt", "sha256": sha256}
+    config["experiments"]["adhd_dti"]["backbone"] = backbone | {"url": published.as_uri()}
+    path = write_config(tmp_path, config)
+    args = ("--cores", "1", "--directory", str(tmp_path), "--configfile", str(path))
+    snakemake(*args, "--replace-workflow-config", "resources/weights/ct.pt")
+    assert (tmp_path / "resources/weights/ct.pt").read_bytes() == published.read_bytes()
+
+    (tmp_path / "resources/weights/ct.pt").unlink()
+    config["experiments"]["adhd_dti"]["backbone"]["sha256"] = "0" * 64
+    write_config(tmp_path, config)
+    run = snakemake(*args, "--replace-workflow-config", "resources/weights/ct.pt", check=False)
+    assert run.returncode != 0
+    assert "SHA-256 checksum mismatch" in (tmp_path / "logs/download/ct.pt.log").read_text()
+    assert not (tmp_path / "resources/weights/ct.pt").exists()
+
+
 def job_counts(plan: str) -> dict[str, int]:
     """The "Job stats" table of a snakemake run or dry run: rule name -> job count."""
     return {

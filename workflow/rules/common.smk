@@ -1,5 +1,6 @@
 # Shared set-up: make the package importable, validate the config, helpers for rules.
 import os
+import re
 import sys
 
 sys.path.insert(0, workflow.basedir)
@@ -196,6 +197,12 @@ PRETRAIN_DATASETS = sorted(
     - {None}
 )
 TENSOR_PATTERNS = {"famd": DWI_TENSOR, "ctpet": PETCT_TENSOR}
+# Weights to fetch (by download_weights), by file name: {url, sha256}.
+DOWNLOADS = {
+    os.path.basename(b["weights"]): {"url": b["url"], "sha256": b["sha256"]}
+    for b in (backbone_config(e) for e in config["experiments"].values())
+    if "url" in b
+}
 
 
 wildcard_constraints:

@@ -1,6 +1,23 @@
-# Training: CT pretraining of the demo backbones, then one job per experiment x method x fold
+# Training: published weights fetched on machines that are online (only when the config gives
+# a url), CT pretraining of the demo backbones, then one job per experiment x method x fold
 # (a GPU rule: the workflow profile asks for one GPU; on a machine without one it runs on the
 # CPU). A killed or requeued job resumes from results/<experiment>/<method>/.resume/.
+
+
+rule download_weights:
+    output:
+        "resources/weights/{filename}",
+    log:
+        "logs/download/{filename}.log",
+    wildcard_constraints:
+        filename=one_of([re.escape(name) for name in DOWNLOADS]),
+    conda:
+        "../../envs/ingest.yaml"
+    params:
+        url=lambda wildcards: DOWNLOADS[wildcards.filename]["url"],
+        sha256=lambda wildcards: DOWNLOADS[wildcards.filename]["sha256"],
+    script:
+        "../../scripts/download_weights.py"
 
 
 rule pretrain:
