@@ -15,16 +15,15 @@ the loader inflates to the experiment's channels) and a JSON sidecar with its SH
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from neuroadapt.errors import ConfigError, InputError
+from neuroadapt.io import atomic_write_text
 from neuroadapt.spec import spec_from_mapping
 
 __all__ = ["PretrainSettings", "ct_boxes", "pretrain_backbone", "pretrain_settings"]
@@ -98,7 +97,7 @@ def pretrain_backbone(
     from neuroadapt.models.backbones import sha256_of
     from neuroadapt.models.classifier import make_head
     from neuroadapt.subjects import read_subjects_table
-    from neuroadapt.train import epoch_batches
+    from neuroadapt.train import epoch_batches, save_atomically
 
     torch.set_num_threads(max(1, threads))
     rows = read_subjects_table(subjects_table)
@@ -143,10 +142,7 @@ def pretrain_backbone(
                 "accuracy": correct / len(images),
             }
         )
-    Path(weights_out).parent.mkdir(parents=True, exist_ok=True)
-    staging = f"{weights_out}.partial"
-    torch.save(backbone.net.state_dict(), staging)
-    os.replace(staging, weights_out)
+    save_atomically(backbone.net.state_dict(), weights_out)
     sidecar = {
         "backbone": backbone_name,
         "in_channels": 1,
@@ -158,5 +154,5 @@ def pretrain_backbone(
         "sha256": sha256_of(weights_out),
     }
     text = json.dumps(sidecar, indent=2) + "\n"
-    Path(sidecar_out).write_text(text)
+    atomic_write_text(sidecar_out, text)
     return json.loads(text)  # what the file says (tuples become lists)

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import platform
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -593,19 +592,9 @@ def summary(splits: Splits, settings: SplitSettings, provenance: dict) -> dict:
 
 
 def versions() -> dict:
-    import scipy
-    import sklearn
+    from neuroadapt.provenance import package_versions
 
-    from neuroadapt import __version__
-
-    return {
-        "neuroadapt": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "pandas": pd.__version__,
-        "scipy": scipy.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
+    return package_versions(("neuroadapt", "numpy", "pandas", "scipy", "scikit-learn"))
 
 
 def write_splits(

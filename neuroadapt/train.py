@@ -112,6 +112,9 @@ class Augmenter:
 
     def __init__(self, settings: AugmentSettings) -> None:
         from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandScaleIntensity
+        from monai.utils import convert_to_tensor
+
+        self._to_tensor = convert_to_tensor
 
         self.transform = Compose(
             [
@@ -125,9 +128,7 @@ class Augmenter:
         self.transform.set_random_state(seed=seed % (2**32))
 
     def __call__(self, sample: torch.Tensor) -> torch.Tensor:
-        from monai.utils import convert_to_tensor
-
-        return convert_to_tensor(self.transform(sample), track_meta=False, dtype=torch.float32)
+        return self._to_tensor(self.transform(sample), track_meta=False, dtype=torch.float32)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
@@ -330,19 +331,25 @@ def adapt_batchnorm(
         m.train(training)
 
 
-def _save_resume(path: Path, fingerprint: str, model, optimizer, state: dict) -> None:
-    """The whole training state, written under a temporary name and renamed into place so
-    a kill mid-write leaves the previous epoch's file intact."""
+def save_atomically(payload, path: str | Path) -> None:
+    """``torch.save`` under a temporary name, then a rename: a kill mid-write leaves the
+    previous file (or none) in place, never a truncated one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.partial")
+    torch.save(payload, staging)
+    os.replace(staging, path)
+
+
+def _save_resume(path: Path, fingerprint: str, model, optimizer, state: dict) -> None:
+    """The whole training state, so a killed job restarts after its last finished epoch."""
     payload = {
         "fingerprint": fingerprint,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "state": state,
     }
-    torch.save(payload, staging)
-    os.replace(staging, path)
+    save_atomically(payload, path)
 
 
 def _tensorboard(directory, history: Sequence[dict]):
