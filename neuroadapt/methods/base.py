@@ -11,7 +11,15 @@ from torch import nn
 
 from neuroadapt.models.classifier import Classifier, make_head
 
-__all__ = ["AdaptationMethod", "ParameterReport", "Task", "count_parameters"]
+__all__ = [
+    "AdaptationMethod",
+    "Method",
+    "MultimodalMethod",
+    "ParameterReport",
+    "Task",
+    "classification_loss",
+    "count_parameters",
+]
 
 Task = Literal["binary", "multiclass", "multilabel"]
 
@@ -36,7 +44,53 @@ def count_parameters(model: nn.Module) -> ParameterReport:
     return ParameterReport(total, trainable, 100.0 * trainable / total if total else 0.0)
 
 
-class AdaptationMethod(ABC):
+class Method(ABC):
+    """What every method exposes, whatever its inputs and outputs.
+
+    ``self.model`` is the ``nn.Module`` that trains; ``param_groups`` gives the optimiser its
+    parameters with one learning rate per group; ``loss(output, target)`` is the training
+    loss of one batch. Image classifiers on one backbone derive from ``AdaptationMethod``;
+    multi-modal methods derive from ``MultimodalMethod``.
+    """
+
+    name: ClassVar[str] = ""
+    model: nn.Module
+
+    @abstractmethod
+    def param_groups(self) -> list[dict]:
+        """Optimiser parameter groups: ``[{"name", "params", "lr"}, ...]``."""
+
+    @abstractmethod
+    def loss(self, output, target) -> torch.Tensor:
+        """Mean training loss of one batch."""
+
+    def optimizer(self, weight_decay: float = 0.01) -> torch.optim.AdamW:
+        """AdamW over ``param_groups`` (each group keeps its own learning rate)."""
+        return torch.optim.AdamW(self.param_groups(), weight_decay=weight_decay)
+
+    def parameter_report(self) -> ParameterReport:
+        """Total and trainable parameters of the whole model (encoders, adapters, heads)."""
+        return count_parameters(self.model)
+
+    @staticmethod
+    def _set_trainable(module: nn.Module, trainable: bool) -> None:
+        for p in module.parameters():
+            p.requires_grad_(trainable)
+
+
+def classification_loss(task: Task, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits (binary: logits ``(B, 1)``, float targets ``(B,)``; multilabel: 0/1
+    targets ``(B, L)``) or cross-entropy (multiclass: integer targets ``(B,)``)."""
+    if task == "binary":
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits.squeeze(-1), target.to(logits.dtype)
+        )
+    if task == "multilabel":
+        return nn.functional.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+    return nn.functional.cross_entropy(logits, target.long())
+
+
+class AdaptationMethod(Method):
     """Base class: a backbone adapted one way, with a head, an optimiser set-up and a loss.
 
     Subclasses set ``self.model`` (a ``Classifier``) and implement ``param_groups``. The
@@ -65,29 +119,27 @@ class AdaptationMethod(ABC):
         self.head = make_head(feature_dim, self.num_outputs, head_hidden)
         self.model = Classifier(backbone, self.head)
 
-    @abstractmethod
-    def param_groups(self) -> list[dict]:
-        """Optimiser parameter groups: ``[{"name", "params", "lr"}, ...]``."""
-
     def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss of logits ``(B, num_outputs)`` against targets ``(B,)``."""
-        if self.task == "binary":
-            return nn.functional.binary_cross_entropy_with_logits(
-                logits.squeeze(-1), target.to(logits.dtype)
-            )
-        if self.task == "multilabel":
-            return nn.functional.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
-        return nn.functional.cross_entropy(logits, target.long())
+        return classification_loss(self.task, logits, target)
 
-    def optimizer(self, weight_decay: float = 0.01) -> torch.optim.AdamW:
-        """AdamW over ``param_groups`` (each group keeps its own learning rate)."""
-        return torch.optim.AdamW(self.param_groups(), weight_decay=weight_decay)
 
-    def parameter_report(self) -> ParameterReport:
-        """Total and trainable parameters of the whole model (backbone, adapters, head)."""
-        return count_parameters(self.model)
+class MultimodalMethod(Method):
+    """Base class of methods whose model reads several modalities (papers 2, 4 and 5).
 
-    @staticmethod
-    def _set_trainable(module: nn.Module, trainable: bool) -> None:
-        for p in module.parameters():
-            p.requires_grad_(trainable)
+    ``self.model(inputs)`` takes a mapping from modality name (the config's input names:
+    ``ct``, ``pet``, ``fa``, ``md``, ``t1w``, ``report_text``, ``clinical``, ``genetics``) to a
+    batch tensor and returns a mapping of outputs:
+
+    - inputs: an image modality ``(B, C, X, Y, Z)``; ``report_text`` the frozen text
+      encoder's token embeddings ``(B, L, D)`` (computed once, outside training); a tabular
+      modality ``(B, F)``. A modality missing for the whole batch is absent from the mapping;
+      one missing for some samples has ``inputs[f"{name}_present"]``, a bool ``(B,)``.
+    - outputs: ``"logits"`` ``(B, num_outputs)`` for classification, ``"segmentation"``
+      ``(B, 1, X, Y, Z)`` logits, ``"risk"`` ``(B,)`` log-hazard for prognosis.
+
+    ``loss(outputs, targets)`` takes targets keyed ``"label"``, ``"mask"``, ``"time"``,
+    ``"event"`` as the task needs. ``modalities`` lists what the method reads.
+    """
+
+    modalities: ClassVar[tuple[str, ...]] = ()

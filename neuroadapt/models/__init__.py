@@ -8,11 +8,13 @@ from neuroadapt.models.backbones import (
     load_pretrained,
 )
 from neuroadapt.models.classifier import Classifier, make_head
+from neuroadapt.models.vit import ViTBackbone
 
 __all__ = [
     "BackboneOutput",
     "Classifier",
     "ResNetBackbone",
+    "ViTBackbone",
     "available_backbones",
     "get_backbone",
     "load_pretrained",

@@ -61,8 +61,11 @@ class ResNetBackbone(nn.Module):
     Input ``(B, in_channels, X, Y, Z)`` (any spatial size larger than 32 per axis in
     training mode with batch 1); output ``(B, feature_dim)`` after global average pooling.
     The MONAI network lives in ``self.net`` so checkpoints of the bare MONAI ResNet load
-    into it unchanged.
+    into it unchanged; ``stem_key`` names its first kernel, which ``load_pretrained``
+    inflates when a checkpoint has another number of input channels.
     """
+
+    stem_key = "conv1.weight"
 
     def __init__(
         self,
@@ -243,7 +246,7 @@ def inflate_stem(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return mean.repeat(1, in_channels, *([1] * (weight.dim() - 2))) / in_channels
 
 
-def load_pretrained(backbone: ResNetBackbone, path: str | Path, sha256: str) -> list[str]:
+def load_pretrained(backbone: nn.Module, path: str | Path, sha256: str) -> list[str]:
     """Load a local checkpoint into ``backbone`` after checking its SHA-256.
 
     Loads with ``torch.load(weights_only=True)`` (no pickled code runs), handles the
@@ -273,7 +276,7 @@ def load_pretrained(backbone: ResNetBackbone, path: str | Path, sha256: str) -> 
         raise InputError(path, "checkpoint is not a dict of tensors", "save a state dict")
     state = extract_state_dict(checkpoint)
     target = backbone.net.state_dict()
-    stem = "conv1.weight"
+    stem = backbone.stem_key
     if stem in state and state[stem].shape[1] != target[stem].shape[1]:
         state[stem] = inflate_stem(state[stem], target[stem].shape[1])
     missing = sorted(k for k in target if k not in state)
