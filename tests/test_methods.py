@@ -13,7 +13,13 @@ from torch import nn
 
 from neuroadapt.errors import InputError
 from neuroadapt.methods import available_methods, get_method
-from neuroadapt.models import Classifier, ResNetBackbone, get_backbone, load_pretrained
+from neuroadapt.models import (
+    Classifier,
+    ResNetBackbone,
+    ViTBackbone,
+    get_backbone,
+    load_pretrained,
+)
 from neuroadapt.models.backbones import sha256_of
 
 torch.set_num_threads(2)
@@ -88,6 +94,62 @@ def test_forward_features_match_monai_forward(backbone, x):
         (32, 2, 2, 2),
         (64, 1, 1, 1),
     ]
+
+
+def tiny_vit(in_channels: int = 2) -> ViTBackbone:
+    """16^3 input, patch 8 (8 tokens), 32-d, 2 blocks of 2 heads."""
+    return ViTBackbone(
+        in_channels, (16, 16, 16), (8, 8, 8), 32, mlp_dim=64, num_layers=2, num_heads=2
+    )
+
+
+def test_vit_backbone_tokens_and_pooled_features():
+    torch.manual_seed(0)
+    vit = tiny_vit().eval()
+    x = torch.randn(2, 2, 16, 16, 16)
+    out = vit.forward_features(x)
+    torch.testing.assert_close(out.pooled, vit(x))
+    # MONAI's own forward gives the same final tokens
+    torch.testing.assert_close(vit.forward_tokens(vit.embed(x)), vit.net(x)[0])
+    assert vit.embed(x).shape == (2, 8, 32) and vit.num_patches == 8
+    assert [tuple(h.shape) for h in out.hidden_states] == [(2, 8, 32)] * 2
+    assert vit.lora_targets() == [
+        f"net.blocks.{i}.attn.{layer}" for i in range(2) for layer in ("out_proj", "qkv")
+    ]
+    with pytest.warns(UserWarning, match="NO PRETRAINED WEIGHTS"):
+        b = get_backbone("vit_tiny", in_channels=2)  # registered like the ResNets
+    assert b.feature_dim == 96 and b.num_patches == 64
+
+
+def test_vit_checkpoint_loads_with_inflated_patch_embedding(tmp_path):
+    torch.manual_seed(1)
+    source = tiny_vit(1)
+    path = tmp_path / "vit.pt"
+    digest = _save(source.net.state_dict(), path)
+    target = tiny_vit(2)
+    load_pretrained(target, path, digest)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():  # the same image in both channels: the 1-channel network's response
+        torch.testing.assert_close(target.eval()(x.repeat(1, 2, 1, 1, 1)), source.eval()(x))
+
+
+def test_lora_on_a_vit_adapts_attention_and_merges():
+    torch.manual_seed(2)
+    vit = tiny_vit()
+    total = n_params(vit)
+    method = get_method("lora")(vit, r=2)
+    d = 32  # qkv: d -> 3d, out_proj: d -> d; LoRA adds r (d_in + d_out) to each
+    adapters = 2 * (2 * (d + 3 * d) + 2 * (d + d))
+    report = method.parameter_report()
+    assert report.trainable == adapters + mlp_head_params(d)
+    assert report.total == total + adapters + mlp_head_params(d)
+    randomise_adapters(method)
+    method.model.eval()
+    x = torch.randn(2, 2, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            method.merged_model().eval()(x), method.model(x), atol=1e-5, rtol=1e-4
+        )
 
 
 # --- checkpoint loader -----------------------------------------------------------------

@@ -36,7 +36,7 @@ from torch import nn
 from neuroadapt.methods.base import AdaptationMethod, Task
 from neuroadapt.methods.registry import register_method
 
-__all__ = ["LoRA", "conv3d_names", "merge_adapters"]
+__all__ = ["LoRA", "conv3d_names", "default_targets", "merge_adapters"]
 
 ADAPTER = "default"
 
@@ -46,8 +46,16 @@ def conv3d_names(module: nn.Module) -> list[str]:
     return [name for name, m in module.named_modules() if isinstance(m, nn.Conv3d)]
 
 
+def default_targets(backbone: nn.Module) -> list[str]:
+    """The layers LoRA adapts unless told otherwise: those the backbone declares through
+    ``lora_targets()`` (a ViT: its attention projections), else every Conv3d (paper 1)."""
+    declared = getattr(backbone, "lora_targets", None)
+    return declared() if callable(declared) else conv3d_names(backbone)
+
+
 def merge_adapters(model: nn.Module, adapter: str = ADAPTER) -> nn.Module:
-    """A copy of ``model`` with every LoRA/DoRA Conv3d folded back into a plain Conv3d.
+    """A copy of ``model`` with every LoRA/DoRA Conv3d or Linear folded back into a plain
+    layer of its kind.
 
     LoRA: ``W <- W + scaling * (B.flatten(1) @ A.flatten(1)).view_as(W)``. DoRA:
     ``W <- m / ||W + scaling*dW||_c * (W + scaling*dW)`` with the norm per output channel
@@ -63,12 +71,12 @@ def merge_adapters(model: nn.Module, adapter: str = ADAPTER) -> nn.Module:
         if not isinstance(module, LoraLayer):
             continue
         base = module.get_base_layer()
-        if not isinstance(base, nn.Conv3d):
-            raise TypeError(f"{name}: merge_adapters handles Conv3d only, not {type(base)}")
-        if base.groups != 1:
+        if not isinstance(base, (nn.Conv3d, nn.Linear)):
+            raise TypeError(f"{name}: merge_adapters handles Conv3d and Linear, not {type(base)}")
+        if isinstance(base, nn.Conv3d) and base.groups != 1:
             raise NotImplementedError(f"{name}: merging grouped convolutions is not supported")
-        a = module.lora_A[adapter].weight  # (r, d_in, k, k, k)
-        b = module.lora_B[adapter].weight  # (d_out, r, 1, 1, 1)
+        a = module.lora_A[adapter].weight  # (r, d_in, k, k, k) or, for Linear, (r, d_in)
+        b = module.lora_B[adapter].weight  # (d_out, r, 1, 1, 1) or (d_out, r)
         delta = (b.flatten(1) @ a.flatten(1)).view_as(base.weight) * module.scaling[adapter]
         weight = base.weight.detach() + delta.detach()
         if adapter in module.lora_magnitude_vector:
@@ -86,7 +94,8 @@ def merge_adapters(model: nn.Module, adapter: str = ADAPTER) -> nn.Module:
 
 @register_method("lora")
 class LoRA(AdaptationMethod):
-    """Frozen backbone + peft LoRA on every Conv3d (rank ``r``) + trained MLP head.
+    """Frozen backbone + peft LoRA (rank ``r``) on every Conv3d, or on the layers the backbone
+    declares (a ViT: attention projections), + trained MLP head.
 
     ``self.model.backbone`` is a ``PeftModel`` around the given backbone (which peft
     modifies in place). Parameter groups: ``adapters`` at ``lr_adapters`` (1e-4) and
@@ -109,9 +118,9 @@ class LoRA(AdaptationMethod):
         lr_adapters: float = 1e-4,
         lr_head: float = 1e-5,
     ) -> None:
-        targets = target_modules if target_modules is not None else conv3d_names(backbone)
+        targets = target_modules if target_modules is not None else default_targets(backbone)
         if not targets:
-            raise ValueError("the backbone has no Conv3d layer to adapt")
+            raise ValueError("the backbone has no layer to adapt (no Conv3d, no declared targets)")
         config = LoraConfig(
             r=r,
             lora_alpha=lora_alpha,

@@ -69,6 +69,15 @@ class ViTBackbone(nn.Module):
         self.feature_dim = hidden_size
         self.num_patches = int(self.net.patch_embedding.n_patches)
 
+    def lora_targets(self) -> list[str]:
+        """The layers LoRA-style methods adapt by default: every block's attention
+        projections (fused ``qkv`` and ``out_proj``), as LoRA does in transformers."""
+        return [
+            name
+            for name, module in self.named_modules()
+            if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in ("qkv", "out_proj")
+        ]
+
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens with position embeddings: ``(B, C, X, Y, Z)`` -> ``(B, N, D)``."""
         return self.net.patch_embedding(x)
