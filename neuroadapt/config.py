@@ -18,6 +18,7 @@ import yaml
 
 from neuroadapt.errors import ConfigError
 from neuroadapt.experiments import (
+    IMAGE_METHODS,
     backbone_config,
     image_kind,
     reference_method,
@@ -194,6 +195,14 @@ def _check_training(config: dict, name: str) -> None:
             "leave methods empty ([]) for this experiment, or use task: binary",
         )
     image_kind(experiment["inputs"], where)
+    multimodal = [m for m in experiment["methods"] if m not in IMAGE_METHODS]
+    if multimodal:
+        raise ConfigError(
+            f"{where}.methods",
+            f"{', '.join(multimodal)} read several modalities; the train rule trains the "
+            f"image-only methods so far ({', '.join(sorted(IMAGE_METHODS))})",
+            "leave them out of the config; they are usable from the library (neuroadapt.methods)",
+        )
     backbone = backbone_config(experiment)
     if not backbone:
         raise ConfigError(f"{where}.backbone", "is missing", "name one, e.g. {name: resnet18_w05}")

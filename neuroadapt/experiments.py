@@ -10,6 +10,7 @@ from neuroadapt.errors import ConfigError
 
 __all__ = [
     "IMAGE_CHANNELS",
+    "IMAGE_METHODS",
     "backbone_config",
     "image_kind",
     "reference_method",
@@ -24,6 +25,12 @@ IMAGE_CHANNELS: dict[str, tuple[str, int]] = {
     "ct": ("ctpet", 0),
     "pet": ("ctpet", 1),
 }
+
+
+#: Methods that adapt one image backbone with a classification head (``AdaptationMethod``
+#: subclasses; a test keeps this equal to the registry). The train rule trains these; the
+#: multi-modal methods (papers 2, 4, 5) are library-only until it feeds them several inputs.
+IMAGE_METHODS = frozenset({"linear_probe", "full_finetune", "scratch", "lora", "dora", "molre"})
 
 
 def image_kind(inputs, where: str) -> str:

@@ -116,6 +116,8 @@ def test_vit_backbone_tokens_and_pooled_features():
     assert vit.lora_targets() == [
         f"net.blocks.{i}.attn.{layer}" for i in range(2) for layer in ("out_proj", "qkv")
     ]
+    with pytest.raises(ValueError, match=r"takes \(16, 16, 16\) volumes, got \(24, 24, 24\)"):
+        vit(torch.randn(1, 2, 24, 24, 24))
     with pytest.warns(UserWarning, match="NO PRETRAINED WEIGHTS"):
         b = get_backbone("vit_tiny", in_channels=2)  # registered like the ResNets
     assert b.feature_dim == 96 and b.num_patches == 64
@@ -235,6 +237,16 @@ def test_stem_inflation_keeps_response_to_repeated_channels(tmp_path):
 
 
 # --- methods: counts, groups, equivalences -----------------------------------------------
+
+
+def test_the_train_rules_image_methods_are_the_single_backbone_ones():
+    from neuroadapt.experiments import IMAGE_METHODS
+    from neuroadapt.methods import AdaptationMethod
+
+    single = {
+        name for name in available_methods() if issubclass(get_method(name), AdaptationMethod)
+    }
+    assert single == IMAGE_METHODS
 
 
 def test_all_methods_registered():

@@ -80,6 +80,13 @@ class ViTBackbone(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Patch tokens with position embeddings: ``(B, C, X, Y, Z)`` -> ``(B, N, D)``."""
+        size = tuple(x.shape[2:])
+        if size != self.config["img_size"]:
+            # learnable position embeddings fix the token grid: say so instead of a shape error
+            raise ValueError(
+                f"this ViT takes {self.config['img_size']} volumes, got {size}; resample the "
+                "inputs to that size (model_ready.shape in the config) or pick another backbone"
+            )
         return self.net.patch_embedding(x)
 
     def forward_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
