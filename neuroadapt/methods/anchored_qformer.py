@@ -75,7 +75,7 @@ from neuroadapt.methods.base import MultimodalMethod, Task, classification_loss
 from neuroadapt.methods.lora import default_targets
 from neuroadapt.methods.registry import register_method
 from neuroadapt.models.classifier import make_head
-from neuroadapt.models.tabular import masked_mean
+from neuroadapt.models.text import masked_mean
 
 __all__ = [
     "AGGREGATIONS",

@@ -33,16 +33,9 @@ import torch
 from monai.networks.blocks import TransformerBlock
 from torch import nn
 
-__all__ = ["SequenceTokenEncoder", "TabularMLP", "TabularTokenEncoder", "masked_mean"]
+from neuroadapt.models.text import masked_mean
 
-
-def masked_mean(tokens: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean over tokens ``(B, N, D)`` -> ``(B, D)``; with ``mask`` ``(B, N)`` (``True`` = real
-    token) only real tokens count. Every row of ``mask`` needs at least one real token."""
-    if mask is None:
-        return tokens.mean(dim=1)
-    weights = mask.to(tokens.dtype).unsqueeze(-1)  # (B, N, 1)
-    return (tokens * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+__all__ = ["SequenceTokenEncoder", "TabularMLP", "TabularTokenEncoder"]
 
 
 def _check_mask(mask: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor | None:
