@@ -1,17 +1,29 @@
 """Cost of each adaptation method: parameters, forward+backward time and peak memory.
 
-    .venv/bin/python benchmarks/bench_methods.py              # demo-size and paper-size backbones
-    .venv/bin/python benchmarks/bench_methods.py --demo-only  # the demo-size backbone only
+    .venv/bin/python benchmarks/bench_methods.py              # demo-size and paper-size models
+    .venv/bin/python benchmarks/bench_methods.py --demo-only  # the demo-size models only
+    .venv/bin/python benchmarks/bench_methods.py --family ctpet  # one family
 
-For each registered method, on the demo-size backbone (ResNet-10, width 1/4, 2 channels,
-48^3 input) and on the paper-size one (the CT foundation model's ResNet-50 x2, 2 channels,
-128^3 as paper 1), batch 1: total and trainable parameters, the median seconds of a
-training step (forward, loss, backward, optimiser step; after one warm-up step) and the
-peak resident memory of the process that ran it above what it held once its libraries were
-imported, each method in a fresh process so peaks do not mix. Ratios are to full
-fine-tuning, measured side by side in the same run. Runs on
-the GPU when there is one (peak memory then from torch.cuda.max_memory_allocated), on the
-CPU otherwise with the threads torch is given.
+Three families of methods, each on a demo-size and a paper-size model, batch 1:
+
+- ``image`` (papers 1 and 3): every single-backbone method on a ResNet, 2 channels (FA/MD);
+  demo ResNet-10 at width 1/4, 48^3; paper the CT foundation model's ResNet-50 x2 at 128^3.
+- ``ctpet`` (paper 5): PEMMA (LoRA and DoRA) and its baselines on a CT UNETR; demo
+  ``unetr_tiny`` at 32^3, paper ``unetr_ct`` at 96^3; loss Dice-CE + Cox.
+- ``multimodal`` (papers 2 and 4): Brain-Adapter, the anchored Q-former and its baselines
+  on FA/MD + report-text embeddings + clinical and genetic vectors, and full fine-tuning of
+  the ViT on the image alone; demo ``vit_tiny`` at 32^3 with 64-d text embeddings, paper
+  ``vit_m3d`` (M3D's 32x256x256, patch 4x16x16, 768-d) with 4096-d text embeddings (LLaMA-2
+  7B's width) of 64 tokens. The non-image anchors of the Q-former are stand-in transformers
+  (2 blocks at the anchor width): the papers' LLaMA-2 and genomics models cannot run here.
+
+For each method: total and trainable parameters, the median seconds of a training step
+(forward, loss, backward, optimiser step; after one warm-up step) and the peak resident
+memory of the process that ran it above what it held once its libraries were imported, each
+method in a fresh process so peaks do not mix. Ratios are to the family's full-training
+reference (``full_finetune``; ``early_fusion`` for CT/PET, which trains every weight),
+measured side by side in the same run. Runs on the GPU when there is one (peak memory then
+from torch.cuda.max_memory_allocated), on the CPU otherwise with the threads torch is given.
 """
 
 from __future__ import annotations
@@ -26,38 +38,142 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-SIZES = {
+IMAGE_SIZES = {
     "demo": {"backbone": "resnet10_w025", "shape": (1, 2, 48, 48, 48)},
     "paper": {"backbone": "resnet50_w2", "shape": (1, 2, 128, 128, 128)},
 }
-METHODS = ("full_finetune", "scratch", "linear_probe", "lora", "dora", "molre")
+CTPET_SIZES = {"demo": "unetr_tiny", "paper": "unetr_ct"}
+MULTIMODAL_SIZES = {
+    "demo": {"vit": "vit_tiny", "text_dim": 64, "tokens": 16},
+    "paper": {"vit": "vit_m3d", "text_dim": 4096, "tokens": 64},
+}
+#: Tabular inputs of the multimodal family (the demo phenotype's widths).
+CLINICAL, GENETICS = 6, 20
+
+FAMILIES = {
+    "image": {
+        "reference": "full_finetune",
+        "methods": ("full_finetune", "scratch", "linear_probe", "lora", "dora", "molre"),
+    },
+    "ctpet": {
+        "reference": "early_fusion",
+        "methods": ("early_fusion", "ct_only", "pemma", "pemma_dora"),
+    },
+    "multimodal": {
+        "reference": "full_finetune",
+        "methods": (
+            "full_finetune",
+            "brain_adapter",
+            "brain_adapter_fpm",
+            "anchored_qformer",
+            "late_fusion",
+            "feature_concat",
+        ),
+    },
+}
+#: Benchmark rows that are a registered method with other settings.
+VARIANTS = {
+    "pemma_dora": ("pemma", {"use_dora": True}),
+    "brain_adapter_fpm": ("brain_adapter", {"mode": "frozen_projection"}),
+}
 
 
-def measure(size: str, method_name: str, steps: int) -> dict:
-    """One method on one backbone, in this process."""
+def quiet_backbone(name: str, in_channels: int):
+    """A registered backbone with random weights (no weights here), without the warning."""
     import warnings
 
+    from neuroadapt.models import get_backbone
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return get_backbone(name, in_channels=in_channels)
+
+
+def build_image(size: str, name: str, settings: dict, device: str):
+    """An image method on a ResNet, its input volume and a label."""
     import torch
 
     from neuroadapt.methods import get_method
-    from neuroadapt.models import get_backbone
+
+    spec = IMAGE_SIZES[size]
+    backbone = quiet_backbone(spec["backbone"], spec["shape"][1])
+    method = get_method(name)(backbone, task="binary", **settings)  # molre's default: multilabel
+    x = torch.randn(*spec["shape"], device=device)
+    return method, x, torch.ones(spec["shape"][0], device=device)
+
+
+def build_ctpet(size: str, name: str, settings: dict, device: str):
+    """A paper-5 method on a CT UNETR, CT and PET volumes, a mask, a survival time/event."""
+    import torch
+
+    from neuroadapt.methods import get_method
+
+    backbone = quiet_backbone(CTPET_SIZES[size], 1)
+    method = get_method(name)(backbone, **settings)
+    shape = (1, 1, *backbone.img_size)
+    inputs = {"ct": torch.randn(shape, device=device), "pet": torch.randn(shape, device=device)}
+    mask = torch.zeros(shape, device=device)
+    mask[..., 8:16, 8:16, 8:16] = 1.0
+    targets = {
+        "mask": mask,
+        "time": torch.tensor([12.0], device=device),
+        "event": torch.tensor([1.0], device=device),
+    }
+    return method, inputs, targets
+
+
+def build_multimodal(size: str, name: str, settings: dict, device: str):
+    """A paper-2/4 method (or full fine-tuning of the ViT on the image alone) and its inputs."""
+    import torch
+
+    from neuroadapt.methods import get_method
+    from neuroadapt.models import SequenceTokenEncoder, TabularTokenEncoder
+
+    spec = MULTIMODAL_SIZES[size]
+    vit = quiet_backbone(spec["vit"], 2)
+    image = torch.randn(1, 2, *vit.config["img_size"], device=device)
+    label = torch.ones(1, device=device)
+    if name == "full_finetune":
+        return get_method(name)(vit, task="binary", **settings), image, label
+    text = torch.randn(1, spec["tokens"], spec["text_dim"], device=device)
+    inputs = {
+        "image": image,
+        "report_text": text,
+        "report_text_mask": torch.ones(1, spec["tokens"], dtype=torch.bool, device=device),
+        "clinical": torch.randn(1, CLINICAL, device=device),
+        "genetics": torch.randn(1, GENETICS, device=device),
+    }
+    if name == "brain_adapter":
+        method = get_method(name)(vit, text_dim=spec["text_dim"], **settings)
+        return method, inputs, {"label": label}
+    width, heads = vit.feature_dim, vit.config["num_heads"]
+    encoders = {
+        "image": vit,
+        "report_text": SequenceTokenEncoder(spec["text_dim"], width, layers=2, heads=heads),
+        "clinical": TabularTokenEncoder(CLINICAL, width, layers=2, heads=heads),
+        "genetics": TabularTokenEncoder(GENETICS, width, layers=2, heads=heads),
+    }
+    return get_method(name)(encoders, **settings), inputs, {"label": label}
+
+
+BUILDERS = {"image": build_image, "ctpet": build_ctpet, "multimodal": build_multimodal}
+
+
+def measure(family: str, size: str, row: str, steps: int) -> dict:
+    """One benchmark row (a method, or a variant of one) on one model size, in this process."""
+    import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # libraries
-    spec = SIZES[size]
-    with warnings.catch_warnings():  # random initialisation warns: no weights here
-        warnings.simplefilter("ignore")
-        backbone = get_backbone(spec["backbone"], in_channels=spec["shape"][1])
-    method = get_method(method_name)(backbone, task="binary")
+    name, settings = VARIANTS.get(row, (row, {}))
+    method, inputs, target = BUILDERS[family](size, name, dict(settings), device)
     model = method.model.to(device).train()
     optimizer = method.optimizer()
-    x = torch.randn(*spec["shape"], device=device)
-    y = torch.ones(spec["shape"][0], device=device)
     seconds = []
     for _ in range(steps + 1):
         started = time.perf_counter()
         optimizer.zero_grad()
-        method.loss(model(x), y).backward()
+        method.loss(model(inputs), target).backward()
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
@@ -81,37 +197,48 @@ def measure(size: str, method_name: str, steps: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-only", action="store_true")
+    parser.add_argument("--family", choices=sorted(FAMILIES), action="append")
     parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--one", nargs=2, metavar=("SIZE", "METHOD"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=3, metavar=("FAMILY", "SIZE", "ROW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(measure(*args.one, args.steps)))
         return
-    for size in ["demo"] + ([] if args.demo_only else ["paper"]):
-        spec = SIZES[size]
-        print(f"\n== {size}: {spec['backbone']}, input {spec['shape']}")
-        rows = {}
-        for name in METHODS:
-            out = subprocess.run(
-                [sys.executable, __file__, "--steps", str(args.steps), "--one", size, name],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            rows[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        base = rows["full_finetune"]
-        print(f"  device: {base['device']}")
-        print(
-            f"  {'method':<14} {'total':>12} {'trainable':>12} {'%':>7} {'step s':>8} "
-            f"{'x FT':>6} {'peak MiB':>9} {'x FT':>6}"
-        )
-        for name, row in rows.items():
+    for family in args.family or list(FAMILIES):
+        spec = FAMILIES[family]
+        for size in ["demo"] + ([] if args.demo_only else ["paper"]):
+            print(f"\n== {family}, {size} size")
+            rows = {}
+            for row in spec["methods"]:
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--steps",
+                        str(args.steps),
+                        "--one",
+                        family,
+                        size,
+                        row,
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rows[row] = json.loads(out.stdout.strip().splitlines()[-1])
+            base = rows[spec["reference"]]
+            print(f"  device: {base['device']}; ratios to {spec['reference']}")
             print(
-                f"  {name:<14} {row['total']:>12,} {row['trainable']:>12,} "
-                f"{row['percent']:>7.3f} {row['step_s']:>8.3f} "
-                f"{row['step_s'] / base['step_s']:>6.2f} {row['peak_mib']:>9.0f} "
-                f"{row['peak_mib'] / base['peak_mib']:>6.2f}"
+                f"  {'method':<18} {'total':>12} {'trainable':>12} {'%':>7} {'step s':>8} "
+                f"{'x ref':>6} {'peak MiB':>9} {'x ref':>6}"
             )
+            for name, row in rows.items():
+                print(
+                    f"  {name:<18} {row['total']:>12,} {row['trainable']:>12,} "
+                    f"{row['percent']:>7.3f} {row['step_s']:>8.3f} "
+                    f"{row['step_s'] / base['step_s']:>6.2f} {row['peak_mib']:>9.0f} "
+                    f"{row['peak_mib'] / base['peak_mib']:>6.2f}"
+                )
 
 
 if __name__ == "__main__":

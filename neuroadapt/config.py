@@ -18,6 +18,7 @@ import yaml
 
 from neuroadapt.errors import ConfigError
 from neuroadapt.experiments import (
+    FEATURE_BACKBONES,
     IMAGE_METHODS,
     backbone_config,
     image_kind,
@@ -206,6 +207,12 @@ def _check_training(config: dict, name: str) -> None:
     backbone = backbone_config(experiment)
     if not backbone:
         raise ConfigError(f"{where}.backbone", "is missing", "name one, e.g. {name: resnet18_w05}")
+    if backbone["name"] not in FEATURE_BACKBONES:
+        raise ConfigError(
+            f"{where}.backbone.name",
+            f"{backbone['name']} is a segmentation network, the image methods need pooled features",
+            f"use one of: {', '.join(sorted(FEATURE_BACKBONES))}",
+        )
     if "url" in backbone:
         from neuroadapt.download import WEIGHTS_DIR
 

@@ -10,6 +10,7 @@ from neuroadapt.errors import ConfigError
 
 __all__ = [
     "IMAGE_CHANNELS",
+    "FEATURE_BACKBONES",
     "IMAGE_METHODS",
     "backbone_config",
     "image_kind",
@@ -31,6 +32,13 @@ IMAGE_CHANNELS: dict[str, tuple[str, int]] = {
 #: subclasses; a test keeps this equal to the registry). The train rule trains these; the
 #: multi-modal methods (papers 2, 4, 5) are library-only until it feeds them several inputs.
 IMAGE_METHODS = frozenset({"linear_probe", "full_finetune", "scratch", "lora", "dora", "molre"})
+
+#: Backbones that map a volume to pooled features, which the image methods put a head on
+#: (the segmentation networks of paper 5 map it to a mask). A test keeps this equal to the
+#: registry's ResNet and ViT entries.
+FEATURE_BACKBONES = frozenset(
+    {"resnet50_w2", "resnet18_w05", "resnet10_w025", "vit_m3d", "vit_tiny"}
+)
 
 
 def image_kind(inputs, where: str) -> str:

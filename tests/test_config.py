@@ -178,6 +178,24 @@ def test_the_schema_lists_exactly_the_registered_methods_and_backbones():
     assert sorted(backbone[1]["properties"]["name"]["enum"]) == available_backbones()
 
 
+def test_feature_backbones_are_the_registered_resnets_and_vits():
+    import inspect
+
+    from neuroadapt.experiments import FEATURE_BACKBONES
+    from neuroadapt.models.backbones import BACKBONES
+
+    # factories are annotated with the class they build; no paper-size network is built here
+    kinds = {name: inspect.signature(f).return_annotation for name, f in BACKBONES.items()}
+    assert set(kinds.values()) >= {
+        "ResNetBackbone",
+        "ViTBackbone",
+        "UNETRBackbone",
+        "SwinUNETRBackbone",
+    }
+    features = {name for name, kind in kinds.items() if kind in ("ResNetBackbone", "ViTBackbone")}
+    assert features == FEATURE_BACKBONES
+
+
 def test_an_unknown_method_stops_the_run_at_start_up():
     config = config_with(lambda c: c["experiments"]["adhd_dti"]["methods"].append("lorra"))
     with pytest.raises(
@@ -209,6 +227,15 @@ def test_an_unknown_method_stops_the_run_at_start_up():
         (
             lambda e: e.update(inputs=["fa", "ct"]),
             r"'experiments.adhd_dti.inputs': image inputs \['fa', 'ct'\] do not come from one",
+        ),
+        (
+            lambda e: e.update(methods=["lora", "pemma", "brain_adapter"]),
+            r"'experiments.adhd_dti.methods': pemma, brain_adapter read several modalities; the "
+            r"train rule trains the image-only methods so far",
+        ),
+        (
+            lambda e: e.update(backbone="unetr_tiny"),
+            r"'experiments.adhd_dti.backbone.name': unetr_tiny is a segmentation network",
         ),
     ],
 )

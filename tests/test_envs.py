@@ -25,6 +25,7 @@ CONDA_NAME = {
     "SimpleITK": "simpleitk",
     "skimage": "scikit-image",
     "torch": "pytorch",
+    "sksurv": "scikit-survival",
 }
 
 

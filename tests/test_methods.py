@@ -251,14 +251,21 @@ def test_the_train_rules_image_methods_are_the_single_backbone_ones():
 
 def test_all_methods_registered():
     assert available_methods() == [
+        "anchored_qformer",
+        "brain_adapter",
+        "ct_only",
         "dora",
+        "early_fusion",
+        "feature_concat",
         "full_finetune",
+        "late_fusion",
         "linear_probe",
         "lora",
         "molre",
+        "pemma",
         "scratch",
     ]
-    with pytest.raises(KeyError, match="available: dora"):
+    with pytest.raises(KeyError, match="available: anchored_qformer"):
         get_method("qlora")
 
 

@@ -133,7 +133,8 @@ class MultimodalMethod(Method):
 
     - inputs: an image modality ``(B, C, X, Y, Z)``; ``report_text`` the frozen text
       encoder's token embeddings ``(B, L, D)`` (computed once, outside training); a tabular
-      modality ``(B, F)``. A modality missing for the whole batch is absent from the mapping;
+      modality ``(B, F)``; ``report_text_mask`` bool ``(B, L)`` marks its real (not padding)
+      tokens. A modality missing for the whole batch is absent from the mapping;
       one missing for some samples has ``inputs[f"{name}_present"]``, a bool ``(B,)``.
     - outputs: ``"logits"`` ``(B, num_outputs)`` for classification, ``"segmentation"``
       ``(B, 1, X, Y, Z)`` logits, ``"risk"`` ``(B,)`` log-hazard for prognosis.
