@@ -1,4 +1,4 @@
-"""The samples of one cross-validation fold: model-ready image tensors, labels and roles.
+"""The samples of one cross-validation fold: model-ready image tensors, targets and roles.
 
 Each subjects.tsv row (a subject, or one session of a subject) is one sample. Its image is
 the model-ready array the preprocessing stage wrote (``(C, X, Y, Z)`` float16 ``.npy``: FA/MD
@@ -6,10 +6,15 @@ from the diffusion stage, CT/PET from the CT/PET stage); the experiment's ``inpu
 channels from it. All arrays of a cohort are read once into one float32 tensor, so training
 never decodes a file per epoch. The fold table (``splits/fold-<k>.tsv``) gives every
 participant a role: train, validation or test.
+
+Targets by task: ``binary``, a 0/1 label per sample; ``segmentation+survival`` (paper 5),
+the GTV mask in the same box (``uint8 (X, Y, Z)`` ``.npy`` beside the tensor) and the
+survival time and event of the experiment's ``survival`` columns.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,18 +27,29 @@ from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import IMAGE_CHANNELS, image_kind
 from neuroadapt.subjects import read_subjects_table, row_prefix
 
-__all__ = ["Cohort", "encode_labels", "load_cohort"]
+__all__ = ["TRAINABLE_TASKS", "Cohort", "encode_labels", "load_cohort"]
+
+#: Tasks the train rule can train.
+TRAINABLE_TASKS = ("binary", "segmentation+survival")
 
 
 @dataclass
 class Cohort:
-    """Samples of one fold: ``images`` ``(N, C, X, Y, Z)`` float32, ``labels`` ``(N,)``
-    float (binary 0/1), ``roles`` and ``ids`` (participant_id, session_id) per sample."""
+    """Samples of one fold: ``images`` ``(N, C, X, Y, Z)`` float32 whose channels are the
+    experiment's image ``inputs`` (``channels``), ``labels`` ``(N,)`` float (binary 0/1; the
+    event for survival), ``roles`` and ``ids`` (participant_id, session_id) per sample.
+    Segmentation+survival adds ``masks`` ``(N, 1, X, Y, Z)`` float 0/1, ``times`` ``(N,)``
+    (the survival column's unit), ``events`` ``(N,)`` 0/1 and ``spacing_mm`` ``(N,)``."""
 
     images: torch.Tensor
     labels: torch.Tensor
     roles: np.ndarray
     ids: pd.DataFrame
+    channels: tuple[str, ...] = ()
+    masks: torch.Tensor | None = None
+    times: torch.Tensor | None = None
+    events: torch.Tensor | None = None
+    spacing_mm: np.ndarray | None = None
 
     def indices(self, role: str) -> np.ndarray:
         """Sample indices of ``role`` (train, validation or test), in table order."""
@@ -75,15 +91,17 @@ def load_cohort(
     tensors: Sequence[str | Path],
     experiment: Mapping,
     where: str,
+    masks: Sequence[str | Path] | None = None,
 ) -> Cohort:
-    """Read a fold's samples. ``tensors`` are the model-ready arrays of the subjects.tsv rows,
-    in table order; ``experiment`` is the config entry (inputs, target, task,
-    positive_class)."""
-    if experiment["task"] != "binary":
+    """Read a fold's samples. ``tensors`` (and, for segmentation, ``masks``) are the
+    model-ready arrays of the subjects.tsv rows, in table order; ``experiment`` is the config
+    entry (inputs, target, task, positive_class, survival)."""
+    task = experiment["task"]
+    if task not in TRAINABLE_TASKS:
         raise ConfigError(
             f"{where}.task",
-            f"training on '{experiment['task']}' targets is not built yet",
-            "use task: binary",
+            f"training on '{task}' targets is not built yet",
+            f"use one of: {', '.join(TRAINABLE_TASKS)}",
         )
     rows = read_subjects_table(subjects_table)
     if len(rows) != len(tensors):
@@ -106,26 +124,91 @@ def load_cohort(
             f"has no role for {missing}",
             "rerun the splits rule after ingestion (snakemake --forcerun splits)",
         )
-    labels = encode_labels(
-        rows[experiment["target"]], experiment.get("positive_class"), where, str(subjects_table)
-    )
-    train_classes = set(labels[roles.to_numpy() == "train"])
-    if len(train_classes) < 2:
-        raise InputError(
-            fold_table,
-            f"the training part holds only class {int(train_classes.pop())}: "
-            "nothing to learn to separate",
-            "use fewer folds or more subjects so every training part has both classes",
-        )
     kind = image_kind(experiment["inputs"], where)
-    channels = [IMAGE_CHANNELS[name][1] for name in experiment["inputs"] if name in IMAGE_CHANNELS]
+    names = tuple(name for name in experiment["inputs"] if name in IMAGE_CHANNELS)
+    channels = [IMAGE_CHANNELS[name][1] for name in names]
     images = np.stack([_read_tensor(path, kind)[channels] for path in tensors])
-    return Cohort(
+    cohort = Cohort(
         images=torch.from_numpy(images.astype(np.float32)),
-        labels=torch.from_numpy(labels),
+        labels=torch.empty(0),
         roles=roles.to_numpy(str),
         ids=rows[["participant_id", "session_id"]].reset_index(drop=True),
+        channels=names,
     )
+    if task == "binary":
+        labels = encode_labels(
+            rows[experiment["target"]], experiment.get("positive_class"), where, str(subjects_table)
+        )
+        train_classes = set(labels[cohort.roles == "train"])
+        if len(train_classes) < 2:
+            raise InputError(
+                fold_table,
+                f"the training part holds only class {int(train_classes.pop())}: "
+                "nothing to learn to separate",
+                "use fewer folds or more subjects so every training part has both classes",
+            )
+        cohort.labels = torch.from_numpy(labels)
+        return cohort
+    _add_segmentation_survival(cohort, rows, experiment, masks, tensors, subjects_table, fold_table)
+    return cohort
+
+
+def _add_segmentation_survival(
+    cohort: Cohort,
+    rows: pd.DataFrame,
+    experiment: Mapping,
+    masks: Sequence[str | Path] | None,
+    tensors: Sequence[str | Path],
+    subjects_table: str | Path,
+    fold_table: str | Path,
+) -> None:
+    """Masks, survival times and events, and voxel sizes of a segmentation+survival cohort."""
+    if masks is None or len(masks) != len(tensors):
+        raise InputError(
+            subjects_table,
+            f"segmentation needs one mask per row, got {0 if masks is None else len(masks)} "
+            f"for {len(tensors)} rows",
+            "rerun the workflow so the CT/PET stage writes every GTV mask",
+        )
+    shape = tuple(cohort.images.shape[2:])
+    arrays = []
+    for path in masks:
+        array = np.load(path, allow_pickle=False)
+        if array.shape != shape:
+            raise InputError(path, f"has shape {array.shape}, the images {shape}", "rerun its rule")
+        arrays.append(array > 0)
+    cohort.masks = torch.from_numpy(np.stack(arrays)[:, None].astype(np.float32))
+    columns = experiment["survival"]
+    table = rows[[columns["time"], columns["event"]]].apply(pd.to_numeric, errors="coerce")
+    bad = table.isna().any(axis=1) | ~table[columns["event"]].isin([0, 1])
+    if bad.any():
+        raise InputError(
+            subjects_table,
+            f"survival columns {columns['time']}/{columns['event']} are missing or not numeric "
+            f"(event 0/1) for {', '.join(rows.participant_id[bad].head(5))}",
+            "fill them in participants.tsv",
+        )
+    cohort.times = torch.tensor(table[columns["time"]].to_numpy(np.float32))
+    cohort.events = torch.tensor(table[columns["event"]].to_numpy(np.float32))
+    cohort.labels = cohort.events
+    if not cohort.events[cohort.indices("train")].any():
+        raise InputError(
+            fold_table,
+            "the training part has no event, so a Cox model has nothing to learn from",
+            "use fewer folds or stratify the splits by the event (survival_time_bins)",
+        )
+    cohort.spacing_mm = np.array([_spacing(path) for path in tensors])
+
+
+def _spacing(tensor: str | Path) -> float:
+    """The isotropic voxel size (mm) of a model-ready tensor, from its JSON sidecar."""
+    sidecar = Path(tensor).with_suffix(".json")
+    try:
+        return float(json.loads(sidecar.read_text())["SpacingMM"])
+    except (OSError, ValueError, KeyError) as error:
+        raise InputError(
+            sidecar, f"gives no voxel size SpacingMM ({error})", "rerun the CT/PET rule"
+        ) from None
 
 
 def _read_tensor(path: str | Path, kind: str) -> np.ndarray:

@@ -20,6 +20,8 @@ from neuroadapt.errors import ConfigError
 from neuroadapt.experiments import (
     FEATURE_BACKBONES,
     IMAGE_METHODS,
+    SEGMENTATION_BACKBONES,
+    SEGMENTATION_SURVIVAL_METHODS,
     backbone_config,
     image_kind,
     reference_method,
@@ -183,35 +185,51 @@ def _check_semantics(config: dict) -> None:
     _check_diffusion(config)
 
 
+#: Task -> (methods the train rule trains on it, backbones they take, what those provide).
+TRAINABLE = {
+    "binary": (IMAGE_METHODS, FEATURE_BACKBONES, "pooled features"),
+    "segmentation+survival": (
+        SEGMENTATION_SURVIVAL_METHODS,
+        SEGMENTATION_BACKBONES,
+        "a CT segmentation network",
+    ),
+}
+
+
 def _check_training(config: dict, name: str) -> None:
     """What the train rule needs of an experiment that has methods, checked at start-up."""
     from neuroadapt.train_settings import merged_training, training_settings
 
     experiment = config["experiments"][name]
     where = f"experiments.{name}"
-    if experiment["task"] != "binary":
+    task = experiment["task"]
+    if task not in TRAINABLE:
         raise ConfigError(
             f"{where}.methods",
-            f"training on task '{experiment['task']}' is not built yet (binary only)",
-            "leave methods empty ([]) for this experiment, or use task: binary",
+            f"training on task '{task}' is not built yet ({' or '.join(TRAINABLE)} only)",
+            "leave methods empty ([]) for this experiment",
         )
+    methods, backbones, needs = TRAINABLE[task]
     image_kind(experiment["inputs"], where)
-    multimodal = [m for m in experiment["methods"] if m not in IMAGE_METHODS]
-    if multimodal:
+    other = [m for m in experiment["methods"] if m not in methods]
+    if other:
         raise ConfigError(
             f"{where}.methods",
-            f"{', '.join(multimodal)} read several modalities; the train rule trains the "
-            f"image-only methods so far ({', '.join(sorted(IMAGE_METHODS))})",
-            "leave them out of the config; they are usable from the library (neuroadapt.methods)",
+            f"{', '.join(other)} cannot be trained on task '{task}'; the train rule trains "
+            f"{', '.join(sorted(methods))} there (brain_adapter, anchored_qformer, late_fusion "
+            "and feature_concat are usable from the library, neuroadapt.methods)",
+            "leave them out of this experiment",
         )
+    if task == "segmentation+survival" and "ct" not in experiment["inputs"]:
+        raise ConfigError(f"{where}.inputs", "paper 5's methods read CT", "use inputs: [ct, pet]")
     backbone = backbone_config(experiment)
     if not backbone:
         raise ConfigError(f"{where}.backbone", "is missing", "name one, e.g. {name: resnet18_w05}")
-    if backbone["name"] not in FEATURE_BACKBONES:
+    if backbone["name"] not in backbones:
         raise ConfigError(
             f"{where}.backbone.name",
-            f"{backbone['name']} is a segmentation network, the image methods need pooled features",
-            f"use one of: {', '.join(sorted(FEATURE_BACKBONES))}",
+            f"{backbone['name']} does not fit task '{task}': its methods need {needs}",
+            f"use one of: {', '.join(sorted(backbones))}",
         )
     if "url" in backbone:
         from neuroadapt.download import WEIGHTS_DIR

@@ -5,10 +5,11 @@ Reads each training run's folder (``predictions.tsv``, ``run.json``) and writes,
 
 * ``predictions.tsv``: every run's out-of-fold test predictions, one table;
 * ``folds.tsv``: metrics per method, selection and fold;
-* ``metrics.tsv``: one row per method and selection (best validation accuracy / AUC):
-  metrics pooled over the out-of-fold predictions with bootstrap 95% intervals
-  (``<metric>_low``/``_high``), their mean and sd over folds, and the paired-bootstrap AUC
-  difference against the experiment's reference method (:mod:`neuroadapt.metrics`);
+* ``metrics.tsv``: one row per method and selection (best validation accuracy / AUC; for
+  segmentation+survival, best validation Dice / C-index): metrics pooled over the
+  out-of-fold predictions with bootstrap 95% intervals (``<metric>_low``/``_high``), their
+  mean and sd over folds, and the paired-bootstrap difference against the experiment's
+  reference method (AUC; C-index for survival) (:mod:`neuroadapt.metrics`);
 * ``resources.tsv``: per method, total/trainable parameters, peak memory and seconds per
   epoch (mean over folds).
 """
@@ -28,9 +29,13 @@ from neuroadapt.experiments import reference_method
 from neuroadapt.io import atomic_write_text
 from neuroadapt.metrics import (
     BINARY_METRICS,
+    SEGMENTATION_SURVIVAL_METRICS,
     binary_metrics,
     bootstrap_intervals,
+    bootstrap_table_intervals,
     paired_auc_comparison,
+    paired_table_comparison,
+    segmentation_survival_metrics,
 )
 from neuroadapt.spec import spec_from_mapping
 
@@ -88,6 +93,27 @@ def fold_metrics(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def spread_columns(
+    names: Sequence[str], intervals: Mapping, folds: pd.DataFrame, method: str, selection: str
+) -> dict[str, float]:
+    """``<metric>_low``/``_high`` (bootstrap) and ``_fold_mean``/``_fold_sd`` of each metric."""
+    per_fold = folds[(folds.method == method) & (folds.selection == selection)]
+    columns = {}
+    for name in names:
+        columns[f"{name}_low"], columns[f"{name}_high"] = intervals[name]
+        columns[f"{name}_fold_mean"] = float(per_fold[name].mean())
+        columns[f"{name}_fold_sd"] = float(per_fold[name].std(ddof=1))
+    return columns
+
+
+def paired_with_reference(
+    group: pd.DataFrame, predictions: pd.DataFrame, reference: str, selection: str
+) -> pd.DataFrame:
+    """``group``'s rows joined with the reference method's on the same subjects (``_ref``)."""
+    base = predictions[(predictions.method == reference) & (predictions.selection == selection)]
+    return group.merge(base, on=["participant_id", "session_id"], suffixes=("", "_ref"))
+
+
 def pooled_metrics(
     predictions: pd.DataFrame,
     folds: pd.DataFrame,
@@ -107,14 +133,9 @@ def pooled_metrics(
             settings.level,
             lambda y, p: binary_metrics(y, p, settings.threshold),
         )
-        per_fold = folds[(folds.method == method) & (folds.selection == selection)]
-        for name in BINARY_METRICS:
-            row[f"{name}_low"], row[f"{name}_high"] = intervals[name]
-            row[f"{name}_fold_mean"] = float(per_fold[name].mean())
-            row[f"{name}_fold_sd"] = float(per_fold[name].std(ddof=1))
+        row |= spread_columns(BINARY_METRICS, intervals, folds, method, selection)
         row["reference"] = reference
-        base = predictions[(predictions.method == reference) & (predictions.selection == selection)]
-        paired = group.merge(base, on=["participant_id", "session_id"], suffixes=("", "_ref"))
+        paired = paired_with_reference(group, predictions, reference, selection)
         if method == reference or len(paired) != len(group):
             row |= {"delta_auc": np.nan, "delta_auc_low": np.nan, "delta_auc_high": np.nan}
             row["p_value"] = np.nan
@@ -133,6 +154,53 @@ def pooled_metrics(
                 "delta_auc_high": test["high"],
                 "p_value": test["p"],
             }
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def segsurv_fold_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
+    """C-index, Dice and HD95 per method, selection and fold."""
+    rows = [
+        {"method": method, "selection": selection, "fold": fold, "n": len(group)}
+        | segmentation_survival_metrics(group)
+        for (method, selection, fold), group in predictions.groupby(
+            ["method", "selection", "fold"], sort=False
+        )
+    ]
+    return pd.DataFrame(rows)
+
+
+def segsurv_pooled_metrics(
+    predictions: pd.DataFrame, folds: pd.DataFrame, reference: str, settings: EvaluationSettings
+) -> pd.DataFrame:
+    """Pooled out-of-fold C-index, Dice and HD95 with bootstrap intervals and fold mean/sd,
+    and the paired-bootstrap C-index difference against ``reference``."""
+    rows = []
+    for (method, selection), group in predictions.groupby(["method", "selection"], sort=False):
+        row = {"method": method, "selection": selection, "n": len(group)}
+        row |= segmentation_survival_metrics(group)
+        intervals = bootstrap_table_intervals(
+            group, segmentation_survival_metrics, settings.bootstrap, settings.seed, settings.level
+        )
+        row |= spread_columns(SEGMENTATION_SURVIVAL_METRICS, intervals, folds, method, selection)
+        row["reference"] = reference
+        paired = paired_with_reference(group, predictions, reference, selection)
+        if method == reference or len(paired) != len(group):
+            test = {"delta": np.nan, "low": np.nan, "high": np.nan, "p": np.nan}
+        else:
+            test = paired_table_comparison(
+                paired,
+                lambda t: segmentation_survival_metrics(t)["c_index"],
+                settings.bootstrap,
+                settings.seed,
+                settings.level,
+            )
+        row |= {
+            "delta_c_index": test["delta"],
+            "delta_c_index_low": test["low"],
+            "delta_c_index_high": test["high"],
+            "p_value": test["p"],
+        }
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -181,11 +249,16 @@ def evaluate_experiment(
     settings = spec_from_mapping(EvaluationSettings, evaluation, "evaluation")
     reference = reference_method(experiment, f"experiments.{name}")
     predictions, summaries = read_runs(run_dirs)
-    folds = fold_metrics(predictions, settings.threshold)
+    if experiment.get("task", "binary") == "segmentation+survival":
+        folds = segsurv_fold_metrics(predictions)
+        metrics = segsurv_pooled_metrics(predictions, folds, reference, settings)
+    else:
+        folds = fold_metrics(predictions, settings.threshold)
+        metrics = pooled_metrics(predictions, folds, reference, settings)
     tables = {
         "predictions": predictions,
         "folds": folds,
-        "metrics": pooled_metrics(predictions, folds, reference, settings),
+        "metrics": metrics,
         "resources": resources(summaries),
     }
     for key, table in tables.items():  # everything computed before anything is written

@@ -12,6 +12,8 @@ __all__ = [
     "IMAGE_CHANNELS",
     "FEATURE_BACKBONES",
     "IMAGE_METHODS",
+    "SEGMENTATION_BACKBONES",
+    "SEGMENTATION_SURVIVAL_METHODS",
     "backbone_config",
     "image_kind",
     "reference_method",
@@ -29,9 +31,13 @@ IMAGE_CHANNELS: dict[str, tuple[str, int]] = {
 
 
 #: Methods that adapt one image backbone with a classification head (``AdaptationMethod``
-#: subclasses; a test keeps this equal to the registry). The train rule trains these; the
-#: multi-modal methods (papers 2, 4, 5) are library-only until it feeds them several inputs.
+#: subclasses; a test keeps this equal to the registry): what the train rule trains for a
+#: binary experiment.
 IMAGE_METHODS = frozenset({"linear_probe", "full_finetune", "scratch", "lora", "dora", "molre"})
+#: Paper 5's methods (reading CT and/or PET only): what it trains for segmentation+survival.
+#: The other multi-modal methods (papers 2 and 4: text and tabular inputs) are library-only
+#: until the train rule feeds those inputs.
+SEGMENTATION_SURVIVAL_METHODS = frozenset({"pemma", "early_fusion", "ct_only"})
 
 #: Backbones that map a volume to pooled features, which the image methods put a head on
 #: (the segmentation networks of paper 5 map it to a mask). A test keeps this equal to the
@@ -39,6 +45,8 @@ IMAGE_METHODS = frozenset({"linear_probe", "full_finetune", "scratch", "lora", "
 FEATURE_BACKBONES = frozenset(
     {"resnet50_w2", "resnet18_w05", "resnet10_w025", "vit_m3d", "vit_tiny"}
 )
+#: The CT segmentation networks paper 5's methods extend (UNETR and Swin UNETR).
+SEGMENTATION_BACKBONES = frozenset({"unetr_ct", "unetr_tiny", "swinunetr_ct", "swinunetr_tiny"})
 
 
 def image_kind(inputs, where: str) -> str:

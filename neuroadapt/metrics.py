@@ -1,6 +1,8 @@
-"""Classification metrics, bootstrap confidence intervals and paired method comparison.
+"""Metrics, bootstrap confidence intervals and paired method comparison.
 
-Point metrics come from scikit-learn. The intervals are percentile bootstraps over samples
+Classification metrics come from scikit-learn; the C-index from scikit-survival (lifelines,
+the usual choice, pins pandas < 3); segmentation scores (Dice, HD95) are computed per subject
+in training (MONAI) and averaged here. The intervals are percentile bootstraps over samples
 (subjects.tsv rows); the comparison of two methods is a *paired* bootstrap of the AUC
 difference on the same out-of-fold samples (both methods' scores resampled with one set of
 indices), with the two-sided p-value ``2 * min(P(delta <= 0), P(delta >= 0))``. The paired
@@ -13,14 +15,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+import pandas as pd
 from sklearn import metrics as skm
 
 __all__ = [
     "BINARY_METRICS",
+    "SEGMENTATION_SURVIVAL_METRICS",
     "binary_metrics",
     "bootstrap_intervals",
+    "bootstrap_table_intervals",
+    "harrell_c",
     "paired_auc_comparison",
+    "paired_table_comparison",
     "safe_auc",
+    "segmentation_survival_metrics",
 ]
 
 BINARY_METRICS = (
@@ -32,6 +40,33 @@ BINARY_METRICS = (
     "specificity",
     "mcc",
 )
+
+
+#: Pooled over out-of-fold subjects: Harrell's C of the predicted risks, mean Dice and mean
+#: HD95 (mm; subjects with an empty predicted or true mask, where it is undefined, left out).
+SEGMENTATION_SURVIVAL_METRICS = ("c_index", "dice", "hd95_mm")
+
+
+def harrell_c(events: np.ndarray, times: np.ndarray, risks: np.ndarray) -> float:
+    """Harrell's concordance index of ``risks`` (higher = earlier event), scikit-survival;
+    NaN when no pair can be ordered (no event)."""
+    from sksurv.metrics import concordance_index_censored
+
+    events = np.asarray(events).astype(bool)
+    if not events.any():
+        return float("nan")
+    return float(concordance_index_censored(events, np.asarray(times, float), risks)[0])
+
+
+def segmentation_survival_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """:data:`SEGMENTATION_SURVIVAL_METRICS` of a predictions table (columns event, time,
+    risk, dice, hd95_mm)."""
+    hd95 = table.hd95_mm.to_numpy(float)
+    return {
+        "c_index": harrell_c(table.event.to_numpy(), table.time.to_numpy(), table.risk.to_numpy()),
+        "dice": float(table.dice.mean()),
+        "hd95_mm": float(np.nanmean(hd95)) if np.isfinite(hd95).any() else float("nan"),
+    }
 
 
 def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -88,6 +123,12 @@ def bootstrap_intervals(
     for index in _bootstrap_indices(len(labels), n_boot, seed):
         for name, value in metric(labels[index], probabilities[index]).items():
             draws.setdefault(name, []).append(value)
+    return _percentile_intervals(draws, level)
+
+
+def _percentile_intervals(
+    draws: dict[str, list[float]], level: float
+) -> dict[str, tuple[float, float]]:
     tail = 100 * (1 - level) / 2
     intervals = {}
     for name, values in draws.items():
@@ -98,6 +139,53 @@ def bootstrap_intervals(
             else (float("nan"), float("nan"))
         )
     return intervals
+
+
+def bootstrap_table_intervals(
+    table: pd.DataFrame,
+    metric: Callable[[pd.DataFrame], dict[str, float]],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval of every metric of ``metric(table)``, resampling rows
+    (subjects); undefined values of a resample are left out, as in bootstrap_intervals."""
+    draws: dict[str, list[float]] = {}
+    for index in _bootstrap_indices(len(table), n_boot, seed):
+        for name, value in metric(table.iloc[index]).items():
+            draws.setdefault(name, []).append(value)
+    return _percentile_intervals(draws, level)
+
+
+def paired_table_comparison(
+    paired: pd.DataFrame,
+    metric: Callable[[pd.DataFrame], float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, float]:
+    """``metric`` of a method minus the reference's on the same subjects. ``paired`` holds
+    one row per subject with the method's columns and the reference's with suffix ``_ref``;
+    ``metric(frame)`` reads the unsuffixed columns. Returns the point difference, the paired
+    bootstrap interval and two-sided p-value, as paired_auc_comparison."""
+    reference = paired[[c for c in paired.columns if c.endswith("_ref")]]
+    reference = reference.rename(columns=lambda c: c[: -len("_ref")])
+    deltas = []
+    for index in _bootstrap_indices(len(paired), n_boot, seed):
+        delta = metric(paired.iloc[index]) - metric(reference.iloc[index])
+        if np.isfinite(delta):
+            deltas.append(delta)
+    if not deltas:
+        return {"delta": float("nan"), "low": float("nan"), "high": float("nan"), "p": float("nan")}
+    deltas_array = np.asarray(deltas)
+    tail = 100 * (1 - level) / 2
+    p = min(1.0, 2 * min(np.mean(deltas_array <= 0), np.mean(deltas_array >= 0)))
+    return {
+        "delta": metric(paired) - metric(reference),
+        "low": float(np.percentile(deltas_array, tail)),
+        "high": float(np.percentile(deltas_array, 100 - tail)),
+        "p": float(p),
+    }
 
 
 def paired_auc_comparison(

@@ -29,7 +29,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from tqdm import tqdm
 from neuroadapt.cohort import Cohort
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.io import atomic_directory
-from neuroadapt.metrics import safe_auc
+from neuroadapt.tasks import Augmenter, predict_probabilities, task_for
 from neuroadapt.train_settings import AugmentSettings, TrainSettings, training_settings
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SELECTIONS = ("best_acc", "best_auc")
 VERSIONED = ("neuroadapt", "torch", "monai", "peft", "numpy", "pandas", "scikit-learn")
 
 
@@ -76,10 +75,14 @@ def build_method(
     method_settings: Mapping | None,
     seed: int,
     where: str,
+    image_size: Sequence[int] | None = None,
 ):
     """The registered method ``method`` on the backbone ``backbone`` ({name, weights,
-    sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters)."""
-    from neuroadapt.methods import get_method
+    sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters).
+
+    Image methods get a backbone reading ``in_channels`` channels and the ``task``; the CT/PET
+    methods of paper 5 get the CT network (one channel) for volumes of ``image_size``."""
+    from neuroadapt.methods import MultimodalMethod, get_method
     from neuroadapt.models import get_backbone
 
     try:
@@ -96,39 +99,27 @@ def build_method(
             f"use one of: {', '.join(sorted(accepted))}",
         )
     torch.manual_seed(seed)  # adapter and head initialisation
+    multimodal = issubclass(cls, MultimodalMethod)
+    sized = multimodal and image_size is not None and _takes_image_size(backbone["name"])
     net = get_backbone(
         backbone["name"],
-        in_channels,
+        1 if multimodal else in_channels,
         weights=backbone.get("weights"),
         sha256=backbone.get("sha256"),
+        **({"img_size": tuple(image_size)} if sized else {}),
     )
     if "seed" in accepted:
         settings.setdefault("seed", seed)
-    return cls(net, task=task, **settings)
+    return cls(net, **settings) if multimodal else cls(net, task=task, **settings)
 
 
-class Augmenter:
-    """MONAI array transforms for one training sample ``(C, X, Y, Z)``, re-seeded per epoch."""
+def _takes_image_size(name: str) -> bool:
+    """Whether backbone ``name``'s factory lets the volume size be set (the demo sizes do;
+    the paper sizes fix it to their pretrained position embeddings)."""
+    from neuroadapt.models.backbones import BACKBONES
 
-    def __init__(self, settings: AugmentSettings) -> None:
-        from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandScaleIntensity
-        from monai.utils import convert_to_tensor
-
-        self._to_tensor = convert_to_tensor
-
-        self.transform = Compose(
-            [
-                RandFlip(prob=settings.flip_prob, spatial_axis=0),
-                RandGaussianNoise(prob=settings.noise_prob, std=settings.noise_std),
-                RandScaleIntensity(factors=settings.scale, prob=settings.scale_prob),
-            ]
-        )
-
-    def seed(self, seed: int) -> None:
-        self.transform.set_random_state(seed=seed % (2**32))
-
-    def __call__(self, sample: torch.Tensor) -> torch.Tensor:
-        return self._to_tensor(self.transform(sample), track_meta=False, dtype=torch.float32)
+    parameters = inspect.signature(BACKBONES[name]).parameters.values()
+    return any(p.name == "img_size" for p in parameters)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
@@ -140,23 +131,6 @@ def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
         batches[-2] = torch.cat(batches[-2:])
         batches.pop()
     return batches
-
-
-def predict_probabilities(
-    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, bf16: bool
-) -> np.ndarray:
-    """Positive-class probabilities ``(N,)`` of ``images`` ``(N, C, X, Y, Z)``, eval mode."""
-    model.eval()
-    scores = []
-    with torch.no_grad(), _autocast(device, bf16):
-        for start in range(0, len(images), batch_size):
-            logits = model(images[start : start + batch_size].to(device))
-            scores.append(torch.sigmoid(logits.float().squeeze(-1)).cpu())
-    return torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
-
-
-def _autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -193,9 +167,13 @@ def fit(
     progress: bool = True,
     label: str = "",
     fold_table: str | Path | None = None,
+    task=None,
 ) -> FitResult:
     """Train ``method.model`` on the cohort's train part, validating every epoch; resumes
-    from ``resume_path`` when it holds a run with the same ``fingerprint``."""
+    from ``resume_path`` when it holds a run with the same ``fingerprint``. ``task``
+    (:mod:`neuroadapt.tasks`, binary classification by default) makes the batches, the
+    validation metrics and the selections."""
+    task = task or task_for("binary")
     model = method.model.to(device)
     optimizer = method.optimizer(settings.weight_decay)
     train_idx, val_idx = cohort.indices("train"), cohort.indices("validation")
@@ -203,7 +181,6 @@ def fit(
         raise InputError(
             fold_table, "has no validation part", "set splits.validation_fraction above 0"
         )
-    x_val, y_val = cohort.images[val_idx], cohort.labels[val_idx].numpy()
     augmenter = Augmenter(augment)
     state = {
         "epoch": 0,
@@ -225,7 +202,12 @@ def fit(
         else:
             log.info("%s: ignoring %s (written with other settings)", label, resume_path)
     if settings.adapt_batchnorm and state["epoch"] == 0:
-        adapt_batchnorm(model, cohort.images[train_idx], device, settings.batch_size)
+        adapt_batchnorm(
+            model,
+            lambda index: task.model_inputs(cohort, train_idx[index], device),
+            len(train_idx),
+            settings.batch_size,
+        )
     writer = _tensorboard(tensorboard_dir, state["history"])
     stopped_early = state["bad_epochs"] >= settings.patience
     bar = tqdm(
@@ -247,29 +229,21 @@ def fit(
         losses = []
         for batch in epoch_batches(len(train_idx), settings.batch_size, epoch_seed):
             index = train_idx[batch.numpy()]
-            x = torch.stack([augmenter(sample) for sample in cohort.images[index]]).to(device)
-            y = cohort.labels[index].to(device)
-            with _autocast(device, settings.bf16):
-                logits = model(x)
-            loss = method.loss(logits.float(), y)
+            loss = task.train_loss(method, model, cohort, index, augmenter, device, settings.bf16)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-        probabilities = predict_probabilities(
-            model, x_val, device, settings.batch_size, settings.bf16
-        )
-        p = np.clip(probabilities, 1e-7, 1 - 1e-7)
         row = {
             "epoch": epoch + 1,
             "train_loss": float(np.mean(losses)),
-            "val_loss": float(-np.mean(y_val * np.log(p) + (1 - y_val) * np.log(1 - p))),
-            "val_accuracy": float(np.mean((probabilities >= 0.5) == y_val)),
-            "val_auc": safe_auc(y_val, probabilities),
-            "seconds": time.perf_counter() - started,
+            **task.validate(
+                method, model, cohort, val_idx, device, settings.batch_size, settings.bf16
+            ),
         }
+        row["seconds"] = time.perf_counter() - started
         state["history"].append(row)
-        for selection, key in (("best_acc", "val_accuracy"), ("best_auc", "val_auc")):
+        for selection, key in task.selections.items():
             # Ties (frequent on small validation parts) go to the lower validation loss.
             best = state["selected"].get(selection)
             score = (row[key], -row["val_loss"])
@@ -297,20 +271,17 @@ def fit(
     bar.close()
     if writer is not None:
         writer.close()
-    if "best_auc" not in state["selected"]:
-        raise InputError(
-            fold_table,
-            "the validation part never had both classes, so no model can be selected by AUC",
-            "raise splits.validation_fraction so validation holds both classes",
-        )
+    if any(selection not in state["selected"] for selection in task.selections):
+        raise InputError(fold_table, *task.no_selection_fix())
     return FitResult(state["history"], state["selected"], resumed_from, stopped_early)
 
 
 def adapt_batchnorm(
-    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int
+    model: torch.nn.Module, inputs: Callable[[np.ndarray], object], n: int, batch_size: int
 ) -> None:
     """AdaBN: replace every BatchNorm layer's running mean/variance by their average over
-    ``images`` (the target-domain training part), in one gradient-free pass.
+    the ``n`` training samples (the target domain; ``inputs(index)`` gives the model's input
+    for an index array), in one gradient-free pass.
 
     A backbone frozen with statistics of another modality (CT) can map every MRI volume to
     nearly the same features; re-estimated statistics restore their spread. Hand-written:
@@ -324,8 +295,8 @@ def adapt_batchnorm(
         m.momentum = None
         m.train()
     with torch.no_grad():
-        for start in range(0, len(images), batch_size):
-            model(images[start : start + batch_size].to(device))
+        for start in range(0, n, batch_size):
+            model(inputs(np.arange(start, min(start + batch_size, n))))
     for m, (momentum, training) in zip(norms, saved, strict=True):
         m.momentum = momentum
         m.train(training)
@@ -405,6 +376,7 @@ def run_training(
     tensors: Sequence[str],
     out_dir: str,
     resume_path: str,
+    masks: Sequence[str] | None = None,
     tensorboard_dir: str | None = None,
     threads: int = 1,
     device: str = "auto",
@@ -413,9 +385,12 @@ def run_training(
 ) -> dict:
     """The ``train`` rule: fit, select, predict the test part, write ``out_dir``.
 
-    ``out_dir`` receives ``history.tsv``, ``predictions.tsv`` (participant_id, session_id,
-    selection, label, probability), ``model-best_acc.pt``, ``model-best_auc.pt`` and
-    ``run.json``. The resume file is removed once they are in place.
+    ``out_dir`` receives ``history.tsv``, ``predictions.tsv`` (fold, participant_id,
+    session_id, selection, then per task: label and probability; or event, time, risk, dice
+    and hd95_mm), ``model-<selection>.pt`` per selection (``best_acc``/``best_auc``;
+    ``best_dice``/``best_cindex``), for segmentation ``segmentations-<selection>.npz`` (the
+    test part's predicted masks) and ``run.json``. The resume file is removed once they are
+    in place.
     """
     from neuroadapt.cohort import load_cohort
     from neuroadapt.provenance import git_commit, package_versions
@@ -428,7 +403,8 @@ def run_training(
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
         torch.cuda.reset_peak_memory_stats(dev)
-    cohort = load_cohort(subjects_table, fold_table, tensors, experiment, where)
+    cohort = load_cohort(subjects_table, fold_table, tensors, experiment, where, masks)
+    task = task_for(experiment["task"])
     method = build_method(
         method_name,
         backbone,
@@ -437,6 +413,7 @@ def run_training(
         method_settings,
         settings.seed,
         f"{where}.methods",
+        image_size=cohort.images.shape[2:],
     )
     config_slice = {
         "experiment": experiment_name,
@@ -460,19 +437,20 @@ def run_training(
         progress,
         label,
         fold_table,
+        task,
     )
     test = cohort.indices("test")
-    predictions = []
-    for selection in SELECTIONS:
+    predictions, artefacts = [], {}
+    for selection in task.selections:
         load_trainable_state(method.model, result.selected[selection]["state"])
-        probabilities = predict_probabilities(
-            method.model, cohort.images[test], dev, settings.batch_size, settings.bf16
+        columns, artefacts[selection] = task.predict(
+            method, method.model, cohort, test, dev, settings.batch_size, settings.bf16
         )
         frame = cohort.ids.iloc[test].copy()
         frame.insert(0, "fold", fold)
         frame["selection"] = selection
-        frame["label"] = cohort.labels[test].numpy().astype(int)
-        frame["probability"] = probabilities
+        for name, values in columns.items():
+            frame[name] = values
         predictions.append(frame)
     memory, memory_kind = peak_memory(dev)
     seconds = [row["seconds"] for row in result.history]
@@ -506,7 +484,11 @@ def run_training(
         pd.concat(predictions).to_csv(
             staging / "predictions.tsv", sep="\t", index=False, na_rep="n/a", lineterminator="\n"
         )
-        for selection in SELECTIONS:
+        for selection in task.selections:
+            if "masks" in artefacts[selection]:
+                np.savez_compressed(
+                    staging / f"segmentations-{selection}.npz", **artefacts[selection]["masks"]
+                )
             chosen = result.selected[selection]
             torch.save(
                 {"state": chosen["state"], "epoch": chosen["epoch"], "method": method_name},

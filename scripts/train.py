@@ -26,6 +26,7 @@ with logged(snakemake.log) as log:
         subjects_table=snakemake.input.table,
         fold_table=f"{snakemake.input.splits}/fold-{fold}.tsv",
         tensors=list(snakemake.input.tensors),
+        masks=list(snakemake.input.masks) if "masks" in snakemake.input.keys() else None,
         out_dir=snakemake.output[0],
         resume_path=snakemake.params.resume,
         tensorboard_dir=snakemake.params.tensorboard,

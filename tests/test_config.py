@@ -218,7 +218,8 @@ def test_an_unknown_method_stops_the_run_at_start_up():
         ),
         (
             lambda e: e.update(task="multiclass"),
-            r"'experiments.adhd_dti.methods': training on task 'multiclass' is not built yet",
+            r"'experiments.adhd_dti.methods': training on task 'multiclass' is not built yet "
+            r"\(binary or segmentation\+survival only\)",
         ),
         (
             lambda e: e.update(training={"patience": 0}),
@@ -230,12 +231,13 @@ def test_an_unknown_method_stops_the_run_at_start_up():
         ),
         (
             lambda e: e.update(methods=["lora", "pemma", "brain_adapter"]),
-            r"'experiments.adhd_dti.methods': pemma, brain_adapter read several modalities; the "
-            r"train rule trains the image-only methods so far",
+            r"'experiments.adhd_dti.methods': pemma, brain_adapter cannot be trained on task "
+            r"'binary'; the train rule trains dora, full_finetune",
         ),
         (
             lambda e: e.update(backbone="unetr_tiny"),
-            r"'experiments.adhd_dti.backbone.name': unetr_tiny is a segmentation network",
+            r"'experiments.adhd_dti.backbone.name': unetr_tiny does not fit task 'binary': its "
+            r"methods need pooled features",
         ),
     ],
 )

@@ -124,3 +124,68 @@ def test_an_incomplete_run_and_a_wrong_reference_are_clear_errors(runs, tmp_path
     with pytest.raises(ConfigError, match="'experiments.exp.reference': 'x' is not one of"):
         evaluate(runs[1:], tmp_path, {"methods": ["probe", "lora"], "reference": "x"})
     assert not (tmp_path / "metrics.tsv").exists()
+
+
+# --- segmentation + survival (paper 5) ----------------------------------------------------
+
+
+def write_segsurv_run(root: Path, method: str, fold: int, risks: np.ndarray, dice: float) -> Path:
+    """A CT/PET run folder: 6 test subjects per fold, times 1..12 months, all events."""
+    folder = root / method / f"fold-{fold}"
+    folder.mkdir(parents=True)
+    index = np.arange(6) + 6 * (fold - 1)
+    rows = [
+        {
+            "fold": fold,
+            "participant_id": f"sub-{i:02d}",
+            "session_id": "n/a",
+            "selection": selection,
+            "event": 1,
+            "time": float(i + 1),
+            "risk": risks[i],
+            "dice": dice,
+            "hd95_mm": np.nan if i == 0 else 4.0,  # an empty prediction: HD95 undefined
+        }
+        for selection in ("best_dice", "best_cindex")
+        for i in index
+    ]
+    pd.DataFrame(rows).to_csv(folder / "predictions.tsv", sep="\t", index=False)
+    summary = {
+        "method": method,
+        "fold": fold,
+        "parameters": {"total": 1000, "trainable": 10, "percent": 1.0},
+        "peak_memory_mib": 100.0,
+        "memory_kind": "cpu_max_rss",
+        "seconds_per_epoch": 1.0,
+        "epochs_run": 5,
+        "device": "cpu",
+    }
+    (folder / "run.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_segmentation_survival_metrics_and_c_index_comparison(tmp_path):
+    perfect = -np.arange(12.0)  # earlier death, higher risk: C = 1
+    reversed_ = np.arange(12.0)  # C = 0
+    folders = [
+        write_segsurv_run(tmp_path, method, fold, risks, dice)
+        for method, risks, dice in (("pemma", perfect, 0.8), ("ct_only", reversed_, 0.5))
+        for fold in (1, 2)
+    ]
+    outputs = {
+        k: str(tmp_path / f"{k}.tsv") for k in ("predictions", "folds", "metrics", "resources")
+    }
+    experiment = {
+        "task": "segmentation+survival",
+        "methods": ["ct_only", "pemma"],
+        "reference": "ct_only",
+    }
+    metrics = evaluate_experiment("hnc", experiment, folders, {"bootstrap": 200}, outputs)
+    row = metrics[(metrics.method == "pemma") & (metrics.selection == "best_cindex")].iloc[0]
+    assert row.c_index == 1.0 and row.dice == pytest.approx(0.8) and row.hd95_mm == 4.0
+    assert row.c_index_low == 1.0 and row.c_index_fold_mean == 1.0
+    assert row.delta_c_index == 1.0 and row.delta_c_index_low == 1.0 and row.p_value == 0.0
+    base = metrics[(metrics.method == "ct_only") & (metrics.selection == "best_dice")].iloc[0]
+    assert base.c_index == 0.0 and np.isnan(base.delta_c_index) and base.reference == "ct_only"
+    folds = pd.read_csv(outputs["folds"], sep="\t")
+    assert set(folds.columns) >= {"c_index", "dice", "hd95_mm"} and len(folds) == 8

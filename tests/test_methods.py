@@ -249,6 +249,21 @@ def test_the_train_rules_image_methods_are_the_single_backbone_ones():
     assert single == IMAGE_METHODS
 
 
+def test_the_train_rules_ct_pet_methods_are_those_declaring_only_ct_and_pet():
+    # the text/tabular methods declare no fixed modalities: their encoders decide
+    from neuroadapt.experiments import SEGMENTATION_SURVIVAL_METHODS
+    from neuroadapt.methods import MultimodalMethod
+
+    ct_pet = {
+        name
+        for name in available_methods()
+        if issubclass(get_method(name), MultimodalMethod)
+        and 0 < len(get_method(name).modalities)
+        and set(get_method(name).modalities) <= {"ct", "pet"}
+    }
+    assert ct_pet == SEGMENTATION_SURVIVAL_METHODS
+
+
 def test_all_methods_registered():
     assert available_methods() == [
         "anchored_qformer",

@@ -197,9 +197,15 @@ def swinunetr_ct(in_channels: int = 1, out_channels: int = 1, **kwargs: Any) -> 
 
 
 @register_backbone("swinunetr_tiny")
-def swinunetr_tiny(in_channels: int = 1, out_channels: int = 1, **kwargs: Any) -> SwinUNETRBackbone:
-    """CPU demo size: 32^3 input, feature size 12, one block per stage, window 4, batch
-    norm (instance norm fails on the 1x1x1 deepest map of a 32^3 input)."""
+def swinunetr_tiny(
+    in_channels: int = 1,
+    out_channels: int = 1,
+    img_size: Sequence[int] = (32, 32, 32),
+    **kwargs: Any,
+) -> SwinUNETRBackbone:
+    """CPU demo size: feature size 12, one block per stage, window 4, batch norm (instance
+    norm fails on the 1x1x1 deepest map of a 32^3 input); 32^3 input unless ``img_size``
+    (multiples of 32) says otherwise."""
     options: dict[str, Any] = {
         "feature_size": 12,
         "depths": (1, 1, 1, 1),
@@ -208,4 +214,4 @@ def swinunetr_tiny(in_channels: int = 1, out_channels: int = 1, **kwargs: Any) -
         "norm_name": "batch",
         **kwargs,
     }
-    return SwinUNETRBackbone(in_channels, out_channels, (32, 32, 32), **options)
+    return SwinUNETRBackbone(in_channels, out_channels, tuple(img_size), **options)

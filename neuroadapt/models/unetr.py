@@ -208,12 +208,18 @@ def unetr_ct(in_channels: int = 1, out_channels: int = 1) -> UNETRBackbone:
 
 
 @register_backbone("unetr_tiny")
-def unetr_tiny(in_channels: int = 1, out_channels: int = 1, **kwargs: Any) -> UNETRBackbone:
-    """CPU demo size: 32^3 input (8 tokens), feature size 8, hidden 48, 4 heads, MLP 96."""
+def unetr_tiny(
+    in_channels: int = 1,
+    out_channels: int = 1,
+    img_size: Sequence[int] = (32, 32, 32),
+    **kwargs: Any,
+) -> UNETRBackbone:
+    """CPU demo size: feature size 8, hidden 48, 4 heads, MLP 96; 32^3 input (8 tokens) unless
+    ``img_size`` (multiples of 16) says otherwise."""
     return UNETRBackbone(
         in_channels,
         out_channels,
-        (32, 32, 32),
+        tuple(img_size),
         feature_size=8,
         hidden_size=48,
         mlp_dim=96,

@@ -104,6 +104,7 @@ PETCT_DATASETS = sorted(
 DERIVATIVES_ROOT = "results/{dataset}/derivatives/neuroadapt"
 PETCT_ROOT = DERIVATIVES_ROOT
 PETCT_TENSOR = "results/{dataset}/derivatives/neuroadapt/{folder}/tensors/{prefix}_space-box_desc-ctpet_tensor.npy"
+PETCT_MASK = "results/{dataset}/derivatives/neuroadapt/{folder}/tensors/{prefix}_space-box_label-GTV_mask.npy"
 
 
 def petct_inputs(wildcards):
@@ -225,6 +226,8 @@ def train_inputs(wildcards):
         "splits": f"results/{wildcards.experiment}/splits",
         "tensors": per_row(dataset, pattern),
     }
+    if "segmentation" in experiment["task"]:
+        inputs["masks"] = per_row(dataset, PETCT_MASK)
     backbone = backbone_config(experiment)
     if "pretrained_on" in backbone:
         names = {"dataset": backbone["pretrained_on"], "backbone": backbone["name"]}
@@ -238,7 +241,7 @@ def train_inputs(wildcards):
 def experiment_for_training(experiment):
     """The keys of an experiment a train job depends on (not its methods list: adding a
     method must not rerun the others)."""
-    keys = ("dataset", "inputs", "target", "task", "positive_class")
+    keys = ("dataset", "inputs", "target", "task", "positive_class", "survival")
     entry = config["experiments"][experiment]
     return {key: entry[key] for key in keys if key in entry}
 

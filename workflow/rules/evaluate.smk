@@ -29,7 +29,7 @@ rule evaluate:
     params:
         experiment=lambda wildcards: {
             key: config["experiments"][wildcards.experiment].get(key)
-            for key in ("methods", "reference")
+            for key in ("methods", "reference", "task")
         },
         evaluation=config["evaluation"],
     script:

@@ -1,0 +1,252 @@
+"""What training does per task: batches, validation metrics, model selection, predictions.
+
+:func:`neuroadapt.train.fit` is the same loop for every task; a task object supplies what
+differs:
+
+* ``binary`` (papers 1 and 3; :class:`ClassificationTask`): the model maps the image tensor
+  to one logit; validation gives BCE loss, accuracy and AUC; two models are kept, best
+  validation accuracy and best validation AUC (paper 1); predictions are positive-class
+  probabilities.
+* ``segmentation+survival`` (paper 5; :class:`SegmentationSurvivalTask`): the model maps
+  ``{"ct", "pet"}`` to a GTV segmentation and a risk; validation gives the method's loss,
+  the mean Dice of the thresholded segmentations (MONAI) and Harrell's C-index of the risks
+  (scikit-survival); the kept models are best validation Dice and best validation C-index;
+  predictions are per test subject: risk, Dice, HD95 (mm) and the predicted mask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+
+from neuroadapt.cohort import Cohort
+from neuroadapt.metrics import harrell_c, safe_auc
+from neuroadapt.train_settings import AugmentSettings
+
+__all__ = [
+    "Augmenter",
+    "ClassificationTask",
+    "SegmentationSurvivalTask",
+    "autocast",
+    "predict_probabilities",
+    "task_for",
+]
+
+
+def autocast(device: torch.device, bf16: bool):
+    """bf16 autocast on CUDA when asked; a no-op context on the CPU."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda")
+
+
+class Augmenter:
+    """MONAI array transforms for one training sample ``(C, X, Y, Z)``, re-seeded per epoch.
+
+    With a mask, the flip is drawn once for image and mask together (stacked as one more
+    channel), and the intensity transforms touch the image only.
+    """
+
+    def __init__(self, settings: AugmentSettings) -> None:
+        from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandScaleIntensity
+        from monai.utils import convert_to_tensor
+
+        self._to_tensor = convert_to_tensor
+        self.transform = Compose(
+            [
+                RandFlip(prob=settings.flip_prob, spatial_axis=0),
+                RandGaussianNoise(prob=settings.noise_prob, std=settings.noise_std),
+                RandScaleIntensity(factors=settings.scale, prob=settings.scale_prob),
+            ]
+        )
+
+    def seed(self, seed: int) -> None:
+        self.transform.set_random_state(seed=seed % (2**32))
+
+    def __call__(self, sample: torch.Tensor) -> torch.Tensor:
+        return self._to_tensor(self.transform(sample), track_meta=False, dtype=torch.float32)
+
+    def with_mask(self, sample: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``sample`` ``(C, X, Y, Z)`` and its ``mask`` ``(1, X, Y, Z)``, flipped alike."""
+        flip, *intensity = self.transform.transforms
+        both = self._to_tensor(flip(torch.cat([sample, mask])), track_meta=False)
+        image = both[:-1]
+        for transform in intensity:
+            image = transform(image)
+        return self._to_tensor(image, track_meta=False, dtype=torch.float32), both[-1:].float()
+
+
+def predict_probabilities(
+    model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, bf16: bool
+) -> np.ndarray:
+    """Positive-class probabilities ``(N,)`` of ``images`` ``(N, C, X, Y, Z)``, eval mode."""
+    model.eval()
+    scores = []
+    with torch.no_grad(), autocast(device, bf16):
+        for start in range(0, len(images), batch_size):
+            logits = model(images[start : start + batch_size].to(device))
+            scores.append(torch.sigmoid(logits.float().squeeze(-1)).cpu())
+    return torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
+
+
+class ClassificationTask:
+    """Binary classification of the image tensor (papers 1 and 3)."""
+
+    selections: ClassVar[dict[str, str]] = {"best_acc": "val_accuracy", "best_auc": "val_auc"}
+
+    def model_inputs(self, cohort: Cohort, index: np.ndarray, device: torch.device):
+        return cohort.images[index].to(device)
+
+    def train_loss(self, method, model, cohort, index, augmenter, device, bf16) -> torch.Tensor:
+        x = torch.stack([augmenter(sample) for sample in cohort.images[index]]).to(device)
+        y = cohort.labels[index].to(device)
+        with autocast(device, bf16):
+            logits = model(x)
+        return method.loss(logits.float(), y)
+
+    def validate(self, method, model, cohort, index, device, batch_size, bf16) -> dict:
+        y = cohort.labels[index].numpy()
+        probabilities = predict_probabilities(model, cohort.images[index], device, batch_size, bf16)
+        p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+        return {
+            "val_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+            "val_accuracy": float(np.mean((probabilities >= 0.5) == y)),
+            "val_auc": safe_auc(y, probabilities),
+        }
+
+    def no_selection_fix(self) -> tuple[str, str]:
+        return (
+            "the validation part never had both classes, so no model can be selected by AUC",
+            "raise splits.validation_fraction so validation holds both classes",
+        )
+
+    def predict(self, method, model, cohort, index, device, batch_size, bf16):
+        """Per test sample: the label and the positive-class probability; no artefacts."""
+        probabilities = predict_probabilities(model, cohort.images[index], device, batch_size, bf16)
+        columns = {"label": cohort.labels[index].numpy().astype(int), "probability": probabilities}
+        return columns, {}
+
+
+class SegmentationSurvivalTask:
+    """GTV segmentation and survival risk from CT and PET (paper 5)."""
+
+    selections: ClassVar[dict[str, str]] = {"best_dice": "val_dice", "best_cindex": "val_cindex"}
+
+    def model_inputs(self, cohort: Cohort, index: np.ndarray, device: torch.device) -> dict:
+        images = cohort.images[index].to(device)
+        return {name: images[:, [c]] for c, name in enumerate(cohort.channels)}
+
+    def targets(self, cohort: Cohort, index: np.ndarray, device: torch.device) -> dict:
+        return {
+            "mask": cohort.masks[index].to(device),
+            "time": cohort.times[index].to(device),
+            "event": cohort.events[index].to(device),
+        }
+
+    def train_loss(self, method, model, cohort, index, augmenter, device, bf16) -> torch.Tensor:
+        pairs = [
+            augmenter.with_mask(x, m)
+            for x, m in zip(cohort.images[index], cohort.masks[index], strict=True)
+        ]
+        images = torch.stack([image for image, _ in pairs]).to(device)
+        inputs = {name: images[:, [c]] for c, name in enumerate(cohort.channels)}
+        targets = self.targets(cohort, index, device)
+        targets["mask"] = torch.stack([mask for _, mask in pairs]).to(device)
+        with autocast(device, bf16):
+            outputs = model(inputs)
+        return method.loss(_float(outputs), targets)
+
+    def outputs(self, model, cohort, index, device, batch_size, bf16) -> dict[str, torch.Tensor]:
+        """The model's outputs for ``index`` in eval mode, on the CPU, in float32."""
+        model.eval()
+        parts: list[Mapping[str, torch.Tensor]] = []
+        with torch.no_grad(), autocast(device, bf16):
+            for start in range(0, len(index), batch_size):
+                chunk = index[start : start + batch_size]
+                parts.append(
+                    {
+                        k: v.cpu()
+                        for k, v in _float(model(self.model_inputs(cohort, chunk, device))).items()
+                    }
+                )
+        return {key: torch.cat([p[key] for p in parts]) for key in ("segmentation", "risk")}
+
+    def validate(self, method, model, cohort, index, device, batch_size, bf16) -> dict:
+        outputs = self.outputs(model, cohort, index, device, batch_size, bf16)
+        with torch.no_grad():  # the whole validation part at once: Cox needs every risk set
+            loss = float(method.loss(outputs, self.targets(cohort, index, torch.device("cpu"))))
+        predicted = (torch.sigmoid(outputs["segmentation"]) >= 0.5).float()
+        return {
+            "val_loss": loss,
+            "val_dice": float(np.nanmean(dice_scores(predicted, cohort.masks[index]))),
+            "val_cindex": harrell_c(
+                cohort.events[index].numpy(), cohort.times[index].numpy(), outputs["risk"].numpy()
+            ),
+        }
+
+    def no_selection_fix(self) -> tuple[str, str]:
+        return (
+            "no pair of validation subjects could be ordered by survival (no event), so no "
+            "model can be selected by C-index",
+            "raise splits.validation_fraction or stratify the splits by event",
+        )
+
+    def predict(self, method, model, cohort, index, device, batch_size, bf16):
+        """Per test sample: event, time, risk, Dice and HD95 (mm); artefact: the predicted
+        masks (uint8 ``(X, Y, Z)`` by row prefix) for the report's examples."""
+        from monai.metrics import compute_hausdorff_distance
+
+        outputs = self.outputs(model, cohort, index, device, batch_size, bf16)
+        predicted = (torch.sigmoid(outputs["segmentation"]) >= 0.5).float()
+        truth = cohort.masks[index]
+        hd95 = []
+        for i in range(len(index)):
+            if predicted[i].any() and truth[i].any():
+                distance = compute_hausdorff_distance(
+                    predicted[i : i + 1],
+                    truth[i : i + 1],
+                    percentile=95,
+                    spacing=float(cohort.spacing_mm[index[i]]),
+                )
+                hd95.append(float(distance))
+            else:  # undefined with an empty mask on either side
+                hd95.append(float("nan"))
+        columns = {
+            "event": cohort.events[index].numpy().astype(int),
+            "time": cohort.times[index].numpy().astype(float),
+            "risk": outputs["risk"].numpy().astype(float),
+            "dice": dice_scores(predicted, truth),
+            "hd95_mm": np.asarray(hd95),
+        }
+        masks = {
+            _prefix(cohort.ids.iloc[i]): predicted[k, 0].numpy().astype(np.uint8)
+            for k, i in enumerate(index)
+        }
+        return columns, {"masks": masks}
+
+
+def dice_scores(predicted: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
+    """Dice per sample of binary masks ``(N, 1, X, Y, Z)`` (MONAI); 1 when both are empty."""
+    from monai.metrics import compute_dice
+
+    return compute_dice(predicted, truth, include_background=True, ignore_empty=False)[:, 0].numpy()
+
+
+def _float(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {key: value.float() for key, value in outputs.items()}
+
+
+def _prefix(row: pd.Series) -> str:
+    from neuroadapt.subjects import row_prefix
+
+    return row_prefix(row.participant_id, row.session_id)
+
+
+TASKS = {"binary": ClassificationTask, "segmentation+survival": SegmentationSurvivalTask}
+
+
+def task_for(name: str):
+    """The task object of an experiment's ``task``."""
+    return TASKS[name]()
