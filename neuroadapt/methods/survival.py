@@ -5,8 +5,8 @@ risk score for survival. The segmentation term is MONAI's ``DiceCELoss`` (sigmoi
 foreground channel); the prognosis term is the Cox proportional-hazards negative log partial
 likelihood with Breslow's handling of tied times.
 
-``cox_partial_likelihood_loss`` is written by hand: lifelines (the project's survival
-library) fits Cox models in numpy and offers no differentiable torch loss, and neither MONAI
+``cox_partial_likelihood_loss`` is written by hand: the survival libraries (scikit-survival,
+lifelines) fit Cox models in numpy and offer no differentiable torch loss, and neither MONAI
 nor torch has one.
 """
 

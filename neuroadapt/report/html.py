@@ -3,14 +3,16 @@
 :func:`build_report` reads what the workflow wrote (subjects tables, QC tables and figures,
 splits, metrics, resources, run summaries), makes the report's figures and renders
 ``templates/report.html`` with Jinja2. Sections appear only for what the configuration ran;
-experiments that trained nothing are listed as such. Per-subject QC figures are linked
+experiments that trained nothing are listed as such. An experiment's ``task`` picks its
+results section: classification scores (:func:`results_section`) or, when the task contains
+``segmentation`` or ``survival``, C-index / Dice / HD95, Kaplan-Meier curves and example
+segmentations (:func:`neuroadapt.report.segsurv.segsurv_section`). Per-subject QC figures are linked
 (relative paths, so the links work wherever the results folder is opened) and a few are
 embedded.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime
 import json
 import os
@@ -24,16 +26,14 @@ import yaml
 from neuroadapt.io import atomic_write_text
 from neuroadapt.metrics import BINARY_METRICS
 from neuroadapt.report import figures
+from neuroadapt.report.figures import data_uri
+from neuroadapt.report.segsurv import is_segmentation_survival, segsurv_section
 from neuroadapt.subjects import read_subjects_table
 
 __all__ = ["build_report", "methods_paragraph"]
 
 TEMPLATE = Path(__file__).parent / "templates" / "report.html"
 EMBEDDED_QC_FIGURES = 3  # per dataset, besides every flagged outlier (up to 6)
-
-
-def data_uri(content: bytes, mime: str = "image/png") -> str:
-    return f"data:{mime};base64,{base64.b64encode(content).decode()}"
 
 
 def file_uri(path: str | Path) -> str:
@@ -62,8 +62,11 @@ def cohort_section(name: str, dataset: Mapping, paths: Mapping) -> dict:
 
 
 def fold_balance(experiment: Mapping, splits_dir: Path, subjects: pd.DataFrame) -> list[dict]:
-    """Per fold and role: subjects, classes of the target and mean age."""
+    """Per fold and role: subjects, classes of the target (events for survival) and mean age."""
     target = experiment["target"]
+    # a segmentation target (gtv) is a mask path per row: the classes worth showing are events
+    if experiment.get("survival"):
+        target = experiment["survival"]["event"]
     rows = []
     for fold_file in sorted(splits_dir.glob("fold-*.tsv"), key=lambda p: int(p.stem[5:])):
         fold = pd.read_csv(fold_file, sep="\t", dtype=str).merge(
@@ -165,6 +168,7 @@ def results_section(name: str, experiment: Mapping, paths: Mapping) -> dict:
         table.append(entry)
     return {
         "name": name,
+        "kind": "binary",
         "reference": str(metrics.reference.iloc[0]),
         "table": table,
         "resources": [
@@ -174,6 +178,12 @@ def results_section(name: str, experiment: Mapping, paths: Mapping) -> dict:
         "roc": data_uri(figures.roc_curves(predictions, metrics, methods)),
         "folds": data_uri(figures.fold_scores(folds, methods)),
         "cost": data_uri(figures.parameters_vs_auc(metrics, resources, "best_auc")),
+    } | _provenance(runs)
+
+
+def _provenance(runs: Sequence[Mapping]) -> dict:
+    """Device, package versions and code state of an experiment's (first) run."""
+    return {
         "device": runs[0]["device"] if runs else "",
         "versions": runs[0]["versions"] if runs else {},
         "code": runs[0]["code"] if runs else {},
@@ -218,6 +228,9 @@ def methods_paragraph(config: Mapping) -> str:
         folds = (experiment.get("splits") or {}).get("folds", 5)
         backbone = experiment.get("backbone")
         backbone = backbone if isinstance(backbone, str) else (backbone or {}).get("name")
+        if is_segmentation_survival(experiment):
+            parts.append(_segsurv_methods(name, experiment, backbone, folds, training))
+            continue
         parts.append(
             f"For {name}, {', '.join(experiment['methods'])} adapted a {backbone} backbone "
             f"to predict {experiment['target']} in {folds}-fold subject-level stratified "
@@ -228,6 +241,36 @@ def methods_paragraph(config: Mapping) -> str:
             "bootstrap comparisons of AUC against the reference method."
         )
     return " ".join(parts)
+
+
+def _segsurv_methods(
+    name: str, experiment: Mapping, backbone: str | None, folds: int, training: Mapping
+) -> str:
+    """The methods sentence of a segmentation and/or survival experiment."""
+    task = str(experiment["task"])
+    goals, selections, scores = [], [], []
+    if "segmentation" in task:
+        goals.append("segment the gross tumour volume")
+        selections.append("validation Dice")
+        scores.append("Dice and 95th-percentile Hausdorff distance (mm)")
+    if "survival" in task:
+        goals.append("predict a risk score of survival (Cox partial likelihood)")
+        selections.append("validation C-index")
+        scores.insert(0, "Harrell's C-index")
+    return (
+        f"For {name}, {', '.join(experiment['methods'])} adapted a {backbone} backbone to "
+        f"{' and to '.join(goals)} in {folds}-fold subject-level cross-validation (up to "
+        f"{training.get('epochs', 50)} epochs, early stopping after "
+        f"{training.get('patience', 10)} epochs without validation-loss improvement, AdamW); "
+        f"models were selected by {' and by '.join(selections)}, and evaluated on "
+        f"out-of-fold predictions ({', '.join(scores)}) with bootstrap 95% intervals"
+        + (
+            ", paired bootstrap comparisons of C-index against the reference method, and "
+            "log-rank tests of Kaplan-Meier curves split at each fold's median predicted risk."
+            if "survival" in task
+            else "."
+        )
+    )
 
 
 def build_report(
@@ -260,7 +303,12 @@ def build_report(
                 "balance": file_uri(splits_dir / "balance.png"),
             }
         )
-        if "metrics" in paths:
+        if "metrics" in paths and is_segmentation_survival(experiment):
+            runs = [json.loads(Path(p).read_text()) for p in paths.get("runs", [])]
+            section = segsurv_section(name, experiment, paths, runs) | _provenance(runs)
+            results.append(section)
+            missing += [f"{name}: {note}" for note in section["notes"]]
+        elif "metrics" in paths:
             results.append(results_section(name, experiment, paths))
         else:
             missing.append(f"{name}: no methods configured, so nothing was trained (splits only)")
