@@ -84,6 +84,7 @@ def build_method(
     methods of paper 5 get the CT network (one channel) for volumes of ``image_size``."""
     from neuroadapt.methods import MultimodalMethod, get_method
     from neuroadapt.models import get_backbone
+    from neuroadapt.models.backbones import takes_image_size
 
     try:
         cls = get_method(method)
@@ -100,7 +101,7 @@ def build_method(
         )
     torch.manual_seed(seed)  # adapter and head initialisation
     multimodal = issubclass(cls, MultimodalMethod)
-    sized = multimodal and image_size is not None and _takes_image_size(backbone["name"])
+    sized = multimodal and image_size is not None and takes_image_size(backbone["name"])
     net = get_backbone(
         backbone["name"],
         1 if multimodal else in_channels,
@@ -111,15 +112,6 @@ def build_method(
     if "seed" in accepted:
         settings.setdefault("seed", seed)
     return cls(net, **settings) if multimodal else cls(net, task=task, **settings)
-
-
-def _takes_image_size(name: str) -> bool:
-    """Whether backbone ``name``'s factory lets the volume size be set (the demo sizes do;
-    the paper sizes fix it to their pretrained position embeddings)."""
-    from neuroadapt.models.backbones import BACKBONES
-
-    parameters = inspect.signature(BACKBONES[name]).parameters.values()
-    return any(p.name == "img_size" for p in parameters)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:

@@ -173,6 +173,8 @@ def test_the_schema_lists_exactly_the_registered_methods_and_backbones():
 
     experiment = load_schema()["$defs"]["experiment"]["properties"]
     assert sorted(experiment["methods"]["items"]["enum"]) == available_methods()
+    settings = load_schema()["properties"]["method_settings"]["propertyNames"]["enum"]
+    assert sorted(settings) == available_methods()
     backbone = experiment["backbone"]["oneOf"]
     assert sorted(backbone[0]["enum"]) == available_backbones()
     assert sorted(backbone[1]["properties"]["name"]["enum"]) == available_backbones()

@@ -39,6 +39,7 @@ __all__ = [
     "load_pretrained",
     "register_backbone",
     "sha256_of",
+    "takes_image_size",
 ]
 
 #: Containers under which published checkpoints keep their weights, tried in this order.
@@ -158,6 +159,14 @@ def resnet18_w05(in_channels: int = 1) -> ResNetBackbone:
 def resnet10_w025(in_channels: int = 1) -> ResNetBackbone:
     """Test size: ResNet-10 at quarter width, 128-d features."""
     return ResNetBackbone(10, in_channels, widen_factor=0.25)
+
+
+def takes_image_size(name: str) -> bool:
+    """Whether backbone ``name``'s factory lets the volume size be set (``img_size``): the
+    demo sizes do; the paper sizes fix it to their pretrained position embeddings."""
+    import inspect
+
+    return "img_size" in inspect.signature(BACKBONES[name]).parameters
 
 
 def available_backbones() -> list[str]:

@@ -20,10 +20,18 @@ rule download_weights:
         "../../scripts/download_weights.py"
 
 
+from neuroadapt.pretrain import pretrain_crop_section, pretrain_gtv_inputs
+
+
+# A UNETR learns to segment the GTV on the CT/PET stage's box (petct.crop), so its job reads
+# the masks and the box; a ResNet's job reads neither (and does not rerun when they change).
 rule pretrain:
     input:
         table="results/{dataset}/subjects.tsv",
         scans=lambda wildcards: list(ingested(wildcards.dataset).ct),
+        gtvs=lambda wildcards: pretrain_gtv_inputs(
+            ingested(wildcards.dataset), wildcards.backbone
+        ),
     output:
         weights=PRETRAINED_WEIGHTS,
         sidecar=PRETRAINED_SIDECAR,
@@ -37,6 +45,7 @@ rule pretrain:
     params:
         label=lambda wildcards: config["datasets"][wildcards.dataset]["label"],
         settings=config["pretrain"],
+        crop=lambda wildcards: pretrain_crop_section(config, wildcards.backbone),
     script:
         "../../scripts/pretrain.py"
 
