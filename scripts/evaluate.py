@@ -16,4 +16,6 @@ with logged(snakemake.log) as log:
         snakemake.params.evaluation,
         {key: snakemake.output[key] for key in ("predictions", "folds", "metrics", "resources")},
     )
-    log.info("\n%s", metrics[["method", "selection", "n", "auc", "auc_low", "auc_high"]])
+    # the first pooled metric (AUC; C-index for survival) with its interval
+    first = metrics.columns[3]
+    log.info("\n%s", metrics[["method", "selection", "n", first, f"{first}_low", f"{first}_high"]])
