@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ import torch
 
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import IMAGE_CHANNELS, image_kind
+from neuroadapt.nonimage_inputs import non_image_tensors
 from neuroadapt.subjects import read_subjects_table, row_prefix
 
 __all__ = ["TRAINABLE_TASKS", "Cohort", "encode_labels", "load_cohort"]
@@ -39,7 +40,9 @@ class Cohort:
     experiment's image ``inputs`` (``channels``), ``labels`` ``(N,)`` float (binary 0/1; the
     event for survival), ``roles`` and ``ids`` (participant_id, session_id) per sample.
     Segmentation+survival adds ``masks`` ``(N, 1, X, Y, Z)`` float 0/1, ``times`` ``(N,)``
-    (the survival column's unit), ``events`` ``(N,)`` 0/1 and ``spacing_mm`` ``(N,)``."""
+    (the survival column's unit), ``events`` ``(N,)`` 0/1 and ``spacing_mm`` ``(N,)``.
+    ``extra`` holds the non-image inputs (report text, clinical and genetic tables) as
+    :mod:`neuroadapt.nonimage_inputs` makes them, keyed as the multimodal methods read them."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -50,6 +53,7 @@ class Cohort:
     times: torch.Tensor | None = None
     events: torch.Tensor | None = None
     spacing_mm: np.ndarray | None = None
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def indices(self, role: str) -> np.ndarray:
         """Sample indices of ``role`` (train, validation or test), in table order."""
@@ -148,6 +152,14 @@ def load_cohort(
                 "use fewer folds or more subjects so every training part has both classes",
             )
         cohort.labels = torch.from_numpy(labels)
+        cohort.extra = non_image_tensors(
+            rows,
+            experiment["inputs"],
+            cohort.indices("train"),
+            experiment.get("text_encoder"),
+            str(subjects_table),
+            where,
+        )
         return cohort
     _add_segmentation_survival(cohort, rows, experiment, masks, tensors, subjects_table, fold_table)
     return cohort

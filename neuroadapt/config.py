@@ -20,8 +20,11 @@ from neuroadapt.errors import ConfigError
 from neuroadapt.experiments import (
     FEATURE_BACKBONES,
     IMAGE_METHODS,
+    MULTIMODAL_CLASSIFICATION_METHODS,
+    NON_IMAGE_INPUTS,
     SEGMENTATION_BACKBONES,
     SEGMENTATION_SURVIVAL_METHODS,
+    VIT_BACKBONES,
     backbone_config,
     image_kind,
     reference_method,
@@ -196,6 +199,10 @@ TRAINABLE = {
 }
 
 
+#: Binary experiments with non-image inputs (papers 2 and 4).
+MULTIMODAL_TRAINABLE = (MULTIMODAL_CLASSIFICATION_METHODS, VIT_BACKBONES, "a ViT image encoder")
+
+
 def _check_training(config: dict, name: str) -> None:
     """What the train rule needs of an experiment that has methods, checked at start-up."""
     from neuroadapt.train_settings import merged_training, training_settings
@@ -210,15 +217,21 @@ def _check_training(config: dict, name: str) -> None:
             "leave methods empty ([]) for this experiment",
         )
     methods, backbones, needs = TRAINABLE[task]
+    if task == "binary" and set(experiment["inputs"]) & set(NON_IMAGE_INPUTS):
+        methods, backbones, needs = MULTIMODAL_TRAINABLE
     image_kind(experiment["inputs"], where)
     other = [m for m in experiment["methods"] if m not in methods]
     if other:
         raise ConfigError(
             f"{where}.methods",
             f"{', '.join(other)} cannot be trained on task '{task}'; the train rule trains "
-            f"{', '.join(sorted(methods))} there (brain_adapter, anchored_qformer, late_fusion "
-            "and feature_concat are usable from the library, neuroadapt.methods)",
+            f"{', '.join(sorted(methods))} there (binary with report_text, clinical or "
+            "genetics inputs: brain_adapter, anchored_qformer, late_fusion, feature_concat)",
             "leave them out of this experiment",
+        )
+    if "brain_adapter" in experiment["methods"] and "report_text" not in experiment["inputs"]:
+        raise ConfigError(
+            f"{where}.inputs", "brain_adapter aligns the image with report_text", "add it"
         )
     if task == "segmentation+survival" and "ct" not in experiment["inputs"]:
         raise ConfigError(f"{where}.inputs", "paper 5's methods read CT", "use inputs: [ct, pet]")

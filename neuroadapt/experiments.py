@@ -12,8 +12,11 @@ __all__ = [
     "IMAGE_CHANNELS",
     "FEATURE_BACKBONES",
     "IMAGE_METHODS",
+    "MULTIMODAL_CLASSIFICATION_METHODS",
+    "NON_IMAGE_INPUTS",
     "SEGMENTATION_BACKBONES",
     "SEGMENTATION_SURVIVAL_METHODS",
+    "VIT_BACKBONES",
     "backbone_config",
     "image_kind",
     "reference_method",
@@ -35,9 +38,16 @@ IMAGE_CHANNELS: dict[str, tuple[str, int]] = {
 #: binary experiment.
 IMAGE_METHODS = frozenset({"linear_probe", "full_finetune", "scratch", "lora", "dora", "molre"})
 #: Paper 5's methods (reading CT and/or PET only): what it trains for segmentation+survival.
-#: The other multi-modal methods (papers 2 and 4: text and tabular inputs) are library-only
-#: until the train rule feeds those inputs.
 SEGMENTATION_SURVIVAL_METHODS = frozenset({"pemma", "early_fusion", "ct_only"})
+#: Papers 2 and 4: what it trains for a binary experiment with report text, clinical or
+#: genetic inputs besides the image.
+MULTIMODAL_CLASSIFICATION_METHODS = frozenset(
+    {"brain_adapter", "anchored_qformer", "late_fusion", "feature_concat"}
+)
+#: Experiment inputs that are not image channels (neuroadapt.nonimage_inputs reads them).
+NON_IMAGE_INPUTS = ("report_text", "clinical", "genetics")
+#: ViT backbones: what those methods' image encoder is.
+VIT_BACKBONES = frozenset({"vit_m3d", "vit_tiny"})
 
 #: Backbones that map a volume to pooled features, which the image methods put a head on
 #: (the segmentation networks of paper 5 map it to a mask). A test keeps this equal to the

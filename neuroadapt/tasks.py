@@ -30,6 +30,7 @@ from neuroadapt.train_settings import AugmentSettings
 __all__ = [
     "Augmenter",
     "ClassificationTask",
+    "MultimodalClassificationTask",
     "SegmentationSurvivalTask",
     "autocast",
     "predict_probabilities",
@@ -106,9 +107,12 @@ class ClassificationTask:
             logits = model(x)
         return method.loss(logits.float(), y)
 
+    def probabilities(self, model, cohort, index, device, batch_size, bf16) -> np.ndarray:
+        return predict_probabilities(model, cohort.images[index], device, batch_size, bf16)
+
     def validate(self, method, model, cohort, index, device, batch_size, bf16) -> dict:
         y = cohort.labels[index].numpy()
-        probabilities = predict_probabilities(model, cohort.images[index], device, batch_size, bf16)
+        probabilities = self.probabilities(model, cohort, index, device, batch_size, bf16)
         p = np.clip(probabilities, 1e-7, 1 - 1e-7)
         return {
             "val_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
@@ -124,9 +128,35 @@ class ClassificationTask:
 
     def predict(self, method, model, cohort, index, device, batch_size, bf16):
         """Per test sample: the label and the positive-class probability; no artefacts."""
-        probabilities = predict_probabilities(model, cohort.images[index], device, batch_size, bf16)
+        probabilities = self.probabilities(model, cohort, index, device, batch_size, bf16)
         columns = {"label": cohort.labels[index].numpy().astype(int), "probability": probabilities}
         return columns, {}
+
+
+class MultimodalClassificationTask(ClassificationTask):
+    """Binary classification from the image tensor and non-image inputs (papers 2 and 4):
+    the model reads ``{"image", "report_text", "clinical", ...}`` and returns ``"logits"``."""
+
+    def model_inputs(self, cohort: Cohort, index: np.ndarray, device: torch.device) -> dict:
+        inputs = {"image": cohort.images[index].to(device)}
+        return inputs | {key: value[index].to(device) for key, value in cohort.extra.items()}
+
+    def train_loss(self, method, model, cohort, index, augmenter, device, bf16) -> torch.Tensor:
+        inputs = self.model_inputs(cohort, index, device)
+        inputs["image"] = torch.stack([augmenter(x) for x in cohort.images[index]]).to(device)
+        with autocast(device, bf16):
+            outputs = model(inputs)
+        return method.loss(_float(outputs), {"label": cohort.labels[index].to(device)})
+
+    def probabilities(self, model, cohort, index, device, batch_size, bf16) -> np.ndarray:
+        model.eval()
+        scores = []
+        with torch.no_grad(), autocast(device, bf16):
+            for start in range(0, len(index), batch_size):
+                inputs = self.model_inputs(cohort, index[start : start + batch_size], device)
+                logits = model(inputs)["logits"].float().squeeze(-1)
+                scores.append(torch.sigmoid(logits).cpu())
+        return torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
 
 
 class SegmentationSurvivalTask:
@@ -235,7 +265,8 @@ def dice_scores(predicted: torch.Tensor, truth: torch.Tensor) -> np.ndarray:
 
 
 def _float(outputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {key: value.float() for key, value in outputs.items()}
+    """Floating outputs in float32 (bf16 under autocast); masks and flags as they are."""
+    return {k: v.float() if v.is_floating_point() else v for k, v in outputs.items()}
 
 
 def _prefix(row: pd.Series) -> str:
@@ -247,6 +278,11 @@ def _prefix(row: pd.Series) -> str:
 TASKS = {"binary": ClassificationTask, "segmentation+survival": SegmentationSurvivalTask}
 
 
-def task_for(name: str):
-    """The task object of an experiment's ``task``."""
+def task_for(name: str, inputs=()):
+    """The task object of an experiment's ``task`` (and ``inputs``: a binary experiment with
+    non-image inputs is multimodal classification)."""
+    from neuroadapt.experiments import NON_IMAGE_INPUTS
+
+    if name == "binary" and set(inputs) & set(NON_IMAGE_INPUTS):
+        return MultimodalClassificationTask()
     return TASKS[name]()

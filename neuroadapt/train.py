@@ -76,12 +76,16 @@ def build_method(
     seed: int,
     where: str,
     image_size: Sequence[int] | None = None,
+    extra: Mapping[str, torch.Tensor] | None = None,
 ):
     """The registered method ``method`` on the backbone ``backbone`` ({name, weights,
     sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters).
 
     Image methods get a backbone reading ``in_channels`` channels and the ``task``; the CT/PET
-    methods of paper 5 get the CT network (one channel) for volumes of ``image_size``."""
+    methods of paper 5 get the CT network (one channel) for volumes of ``image_size``; the
+    text/tabular methods of papers 2 and 4 get encoders for the non-image inputs ``extra``
+    (:func:`multimodal_classifier`)."""
+    from neuroadapt.experiments import MULTIMODAL_CLASSIFICATION_METHODS
     from neuroadapt.methods import MultimodalMethod, get_method
     from neuroadapt.models import get_backbone
     from neuroadapt.models.backbones import takes_image_size
@@ -91,7 +95,12 @@ def build_method(
     except KeyError as error:
         raise ConfigError(where, str(error.args[0]), "fix the experiment's methods list") from None
     settings = dict(method_settings or {})
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "backbone", "task"}
+    accepted = set(inspect.signature(cls.__init__).parameters) - {
+        "self",
+        "backbone",
+        "encoders",
+        "task",
+    }
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise ConfigError(
@@ -100,6 +109,8 @@ def build_method(
             f"use one of: {', '.join(sorted(accepted))}",
         )
     torch.manual_seed(seed)  # adapter and head initialisation
+    if method in MULTIMODAL_CLASSIFICATION_METHODS:
+        return multimodal_classifier(cls, backbone, in_channels, extra or {}, settings)
     multimodal = issubclass(cls, MultimodalMethod)
     sized = multimodal and image_size is not None and takes_image_size(backbone["name"])
     net = get_backbone(
@@ -112,6 +123,37 @@ def build_method(
     if "seed" in accepted:
         settings.setdefault("seed", seed)
     return cls(net, **settings) if multimodal else cls(net, task=task, **settings)
+
+
+def multimodal_classifier(cls, backbone: Mapping, in_channels: int, extra: Mapping, settings):
+    """A paper-2/4 method for a binary experiment. ``brain_adapter``: its adapter maps the
+    ``in_channels`` image onto the (one-channel) ViT, the text width comes from the report
+    embeddings. The others get one frozen encoder per input: the ViT (on ``in_channels``), and
+    for the report embeddings and each table a 2-block transformer at the ViT's width. Those
+    are random stand-ins for paper 4's phase-1 encoders (uni-modally fine-tuned foundation
+    models), which the demo does not have."""
+    from neuroadapt.models import SequenceTokenEncoder, TabularTokenEncoder, get_backbone
+
+    adapter = cls.name == "brain_adapter"
+    vit = get_backbone(
+        backbone["name"],
+        1 if adapter else in_channels,
+        weights=backbone.get("weights"),
+        sha256=backbone.get("sha256"),
+    )
+    if adapter:
+        text = extra["report_text"].shape[-1]
+        return cls(vit, task="binary", text_dim=text, in_channels=in_channels, **settings)
+    width, heads = vit.feature_dim, vit.config["num_heads"]
+    encoders: dict = {"image": vit}
+    if "report_text" in extra:
+        text = extra["report_text"].shape[-1]
+        encoders["report_text"] = SequenceTokenEncoder(text, width, layers=2, heads=heads)
+    for name in ("clinical", "genetics"):
+        if name in extra:
+            features = extra[name].shape[-1]
+            encoders[name] = TabularTokenEncoder(features, width, layers=2, heads=heads)
+    return cls(encoders, task="binary", **settings)
 
 
 def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
@@ -396,7 +438,7 @@ def run_training(
         torch.backends.cudnn.deterministic = True
         torch.cuda.reset_peak_memory_stats(dev)
     cohort = load_cohort(subjects_table, fold_table, tensors, experiment, where, masks)
-    task = task_for(experiment["task"])
+    task = task_for(experiment["task"], experiment["inputs"])
     method = build_method(
         method_name,
         backbone,
@@ -406,6 +448,7 @@ def run_training(
         settings.seed,
         f"{where}.methods",
         image_size=cohort.images.shape[2:],
+        extra=cohort.extra,
     )
     config_slice = {
         "experiment": experiment_name,

@@ -31,13 +31,7 @@ def test_default_config_is_valid_and_gets_defaults():
     assert dwi["bids_dir"] == "resources/demo/demo_dwi"
     assert dwi["include"] == [] and dwi["check_image_data"] is True
     assert config["datasets"]["demo_petct"]["on_missing_modality"] == "drop"
-    assert required_modalities(config, "demo_dwi") == [
-        "clinical",
-        "dwi",
-        "genetics",
-        "report",
-        "t1w",
-    ]
+    assert required_modalities(config, "demo_dwi") == ["clinical", "dwi", "genetics", "report"]
     assert required_modalities(config, "demo_petct") == ["ct", "gtv", "pet"]
     assert required_modalities(config, "demo_ct_pretrain") == []
     # targets, the survival outcome, and the columns the splits balance by
@@ -245,6 +239,31 @@ def test_an_unknown_method_stops_the_run_at_start_up():
 )
 def test_an_experiment_that_cannot_be_trained_stops_the_run_at_start_up(change, message):
     config = config_with(lambda c: change(c["experiments"]["adhd_dti"]))
+    with pytest.raises(ConfigError, match=message):
+        validate_config(config)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda e: e.update(methods=["lora"]),
+            r"'experiments.ad_multimodal.methods': lora cannot be trained on task 'binary'; the "
+            r"train rule trains anchored_qformer, brain_adapter, feature_concat, late_fusion",
+        ),
+        (
+            lambda e: e.update(backbone="resnet18_w05"),
+            r"'experiments.ad_multimodal.backbone.name': resnet18_w05 does not fit task 'binary': "
+            r"its methods need a ViT image encoder",
+        ),
+        (
+            lambda e: e.update(inputs=["fa", "md", "clinical"]),
+            r"'experiments.ad_multimodal.inputs': brain_adapter aligns the image with report_text",
+        ),
+    ],
+)
+def test_a_multimodal_experiment_that_cannot_be_trained_stops_at_start_up(change, message):
+    config = config_with(lambda c: change(c["experiments"]["ad_multimodal"]))
     with pytest.raises(ConfigError, match=message):
         validate_config(config)
 

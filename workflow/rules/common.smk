@@ -241,7 +241,15 @@ def train_inputs(wildcards):
 def experiment_for_training(experiment):
     """The keys of an experiment a train job depends on (not its methods list: adding a
     method must not rerun the others)."""
-    keys = ("dataset", "inputs", "target", "task", "positive_class", "survival")
+    keys = (
+        "dataset",
+        "inputs",
+        "target",
+        "task",
+        "positive_class",
+        "survival",
+        "text_encoder",
+    )
     entry = config["experiments"][experiment]
     return {key: entry[key] for key in keys if key in entry}
 
