@@ -278,6 +278,13 @@ def test_weights_need_their_checksum():
         validate_config(config)
 
 
+def test_the_paper5_preset_is_valid_and_fits_the_unetr():
+    config = load_config(REPO / "config" / "paper5_hecktor.yaml")
+    experiment = config["experiments"]["hnc_petct"]
+    assert experiment["backbone"] == "unetr_ct" and experiment["splits"]["folds"] == 5
+    assert config["petct"]["crop"]["box_voxels"] == [96, 96, 96]  # unetr_ct's input
+
+
 def test_the_paper_presets_are_valid():
     config = load_config(REPO / "config" / "paper1_adhd.yaml")
     experiment = config["experiments"]["adhd_dti"]

@@ -11,10 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO, TINY_DWI
+from conftest import REPO, SMALL_PETCT, TINY_DWI
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
@@ -197,6 +198,11 @@ TRAINING_CONFIG = {
             "synthetic": {"kind": "ct_pretrain", "n_subjects": 4, "ct_shape": [48, 48, 24]},
             "label": "lesion",
         },
+        "demo_petct": {
+            "synthetic": {"kind": "petct", **SMALL_PETCT, "n_subjects": 12},
+            "label": "event",
+            "covariates": ["age", "sex"],
+        },
     },
     "experiments": {
         "adhd_dti": _experiment("demo_dwi")
@@ -206,7 +212,34 @@ TRAINING_CONFIG = {
             "backbone": {"name": "resnet10_w025", "pretrained_on": "demo_ct_pretrain"},
         },
         "splits_only": _experiment("demo_dwi"),
+        # paper 5 on a UNETR pretrained for GTV segmentation
+        "hnc_petct": {
+            "dataset": "demo_petct",
+            "inputs": ["ct", "pet"],
+            "target": "gtv",
+            "task": "segmentation+survival",
+            "survival": {"time": "survival_months", "event": "event"},
+            "splits": {
+                "folds": 2,
+                "p_threshold": 0.0,
+                "survival_time_bins": 1,
+                "validation_fraction": 0.5,
+            },
+            "backbone": {"name": "unetr_tiny", "pretrained_on": "demo_ct_pretrain"},
+            "methods": ["ct_only", "pemma"],
+            "reference": "ct_only",
+        },
+        # papers 2 and 4: FA/MD + report text + tables
+        "ad_multimodal": _experiment("demo_dwi")
+        | {
+            "inputs": ["fa", "md", "report_text", "clinical", "genetics"],
+            "positive_class": "ADHD",
+            "backbone": "vit_tiny",
+            "text_encoder": {"kind": "hashing", "dim": 16},
+            "methods": ["late_fusion"],
+        },
     },
+    "petct": {"crop": {"spacing_mm": 4.0, "box_voxels": [32, 32, 32]}},
     "dwi": {
         "denoise": {"method": "none"},
         "bias": {"enabled": False},
@@ -214,7 +247,7 @@ TRAINING_CONFIG = {
     },
     "training": {"epochs": 2, "patience": 5},
     "method_settings": {"lora": {"r": 4}},
-    "pretrain": {"epochs": 2},
+    "pretrain": {"epochs": 2, "segmentation_epochs": 2},
     "evaluation": {"bootstrap": 100},
 }
 
@@ -237,7 +270,7 @@ def trained(tmp_path_factory):
 def test_pretrains_trains_and_evaluates_every_method_and_fold(trained):
     folder, _, run = trained
     counts = collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", run.stderr))
-    assert counts["pretrain"] == 1 and counts["train"] == 4 and counts["evaluate"] == 1, counts
+    assert counts["pretrain"] == 2 and counts["train"] == 10 and counts["evaluate"] == 3, counts
     sidecar = json.loads(
         (folder / "results/pretrain/demo_ct_pretrain/resnet10_w025.json").read_text()
     )
@@ -257,6 +290,24 @@ def test_pretrains_trains_and_evaluates_every_method_and_fold(trained):
     assert resources.set_index("method").folds.to_dict() == {"linear_probe": 2, "lora": 2}
     assert not list(folder.glob("results/adhd_dti/*/.resume/*.pt"))
     assert not (folder / "results/splits_only/metrics.tsv").exists()
+
+
+def test_ct_pet_and_multimodal_experiments_train_and_evaluate(trained):
+    folder, _, _ = trained
+    unetr = json.loads((folder / "results/pretrain/demo_ct_pretrain/unetr_tiny.json").read_text())
+    assert unetr["task"] == "segmentation" and unetr["img_size"] == [32, 32, 32]
+    metrics = pd.read_csv(folder / "results/hnc_petct/metrics.tsv", sep="\t")
+    assert set(zip(metrics.method, metrics.selection, strict=True)) == {
+        (m, s) for m in ("ct_only", "pemma") for s in ("best_dice", "best_cindex")
+    }
+    assert metrics.dice.between(0, 1).all() and (metrics.n == 12).all()
+    assert metrics.loc[metrics.method == "pemma", "delta_c_index"].notna().all()
+    masks = np.load(folder / "results/hnc_petct/pemma/fold-1/segmentations-best_dice.npz")
+    assert masks.files and all(masks[k].shape == (32, 32, 32) for k in masks.files)
+    multimodal = pd.read_csv(folder / "results/ad_multimodal/metrics.tsv", sep="\t")
+    assert set(multimodal.method) == {"late_fusion"} and multimodal.auc.between(0, 1).all()
+    html = (folder / "results/report/index.html").read_text()
+    assert "Kaplan" in html and "hnc_petct" in html and "ad_multimodal" in html
 
 
 def test_a_changed_method_setting_reruns_only_that_methods_jobs(trained, tmp_path):
