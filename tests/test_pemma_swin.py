@@ -9,7 +9,16 @@ import copy
 import pytest
 import torch
 from monai.networks.nets import SwinUNETR
-from peft.tuners.lora import LoraLayer
+from test_pemma import (  # shared with the UNETR tests (tests/ is on sys.path)
+    BOTH_ONLY,
+    FAST,
+    assert_loss_drops,
+    lora_layers,
+    n_params,
+    randomise,
+    synthetic_batch,
+    volumes,
+)
 from torch import nn
 
 from neuroadapt.methods.pemma import (
@@ -30,11 +39,6 @@ torch.set_num_threads(1)
 SIZE = 32  # swinunetr_tiny: 32^3 input, feature size 12, depths (1, 1, 1, 1), batch norm
 FS, DEPTHS = 12, (1, 1, 1, 1)
 D = 16 * FS  # deepest Swin map: 192 channels
-BOTH_ONLY = (0.0, 0.0, 1.0)  # no modality dropout: deterministic training steps
-
-
-def n_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def swin_pemma_counts(
@@ -62,41 +66,6 @@ def swin_pemma_counts(
 def tiny(**kwargs) -> SwinUNETRBackbone:
     torch.manual_seed(0)
     return swinunetr_tiny(**kwargs)
-
-
-def volumes(batch: int = 2, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(seed)
-    ct = torch.randn(batch, 1, SIZE, SIZE, SIZE, generator=gen)
-    pet = torch.randn(batch, 1, SIZE, SIZE, SIZE, generator=gen)
-    return ct, pet
-
-
-def randomise(params, seed: int = 11, scale: float = 0.05) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in params:
-            p.add_(scale * torch.randn(p.shape, generator=gen))
-
-
-def lora_layers(module: nn.Module) -> list[LoraLayer]:
-    return [m for m in module.modules() if isinstance(m, LoraLayer)]
-
-
-def synthetic_batch(batch: int = 4) -> tuple[dict, dict]:
-    """Bright PET blobs at the lesion, faint in CT; larger blobs -> shorter survival."""
-    gen = torch.Generator().manual_seed(3)
-    grid = torch.stack(torch.meshgrid(*[torch.arange(SIZE, dtype=torch.float)] * 3, indexing="ij"))
-    radii = torch.tensor([3.0, 5.0, 7.0, 9.0])[:batch]
-    masks = []
-    for i, radius in enumerate(radii):
-        centre = torch.tensor([14.0 + i, 16.0, 18.0 - i]).view(3, 1, 1, 1)
-        masks.append(((grid - centre) ** 2).sum(0) <= radius**2)
-    mask = torch.stack(masks).unsqueeze(1).float()
-    pet = 3.0 * mask + 0.3 * torch.randn(mask.shape, generator=gen)
-    ct = 0.5 * mask + 0.5 * torch.randn(mask.shape, generator=gen)
-    time = 100.0 / radii
-    event = torch.tensor([1.0, 1.0, 0.0, 1.0])[:batch]
-    return {"ct": ct, "pet": pet}, {"mask": mask, "time": time, "event": event}
 
 
 # --- backbone -------------------------------------------------------------------------
@@ -353,28 +322,9 @@ def test_swin_early_fusion_counts_and_inflated_inputs():
     assert ct_only.parameter_report().trainable == n_params(reference) + head
 
 
-FAST = {
-    "pemma": {"lr_adapters": 1e-2, "lr_head": 1e-2, "modality_dropout": BOTH_ONLY},
-    "early_fusion": {"lr_backbone": 1e-3, "lr_head": 1e-3},
-    "ct_only": {"lr_backbone": 1e-3, "lr_head": 1e-3},
-}
-
-
 @pytest.mark.parametrize("name", sorted(FAST))
 def test_each_method_loss_drops_on_swin(name):
-    method = get_method(name)(tiny(), **FAST[name])
-    inputs, target = synthetic_batch()
-    inputs = {m: inputs[m] for m in method.modalities}
-    optimizer = method.optimizer()
-    model = method.model.train()
-    losses = []
-    for _ in range(6):
-        optimizer.zero_grad()
-        loss = method.loss(model(inputs), target)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.85 * losses[0], losses
+    assert_loss_drops(get_method(name)(tiny(), **FAST[name]))
 
 
 # --- bad input -----------------------------------------------------------------------------
