@@ -10,9 +10,11 @@ One call of :func:`run_training` is one Snakemake ``train`` job (experiment x me
   job restarts from the last finished epoch. The resume file carries a fingerprint of the
   run's settings and inputs, and a stale one (settings changed) is ignored;
 * bf16 autocast on CUDA, plain float32 on CPU;
-* early stopping on the validation loss; two models are kept, as in paper 1: the epoch of
-  best validation accuracy and the epoch of best validation AUC (ties, frequent on small
-  validation parts, go to the epoch of lower validation loss);
+* early stopping on the validation loss; two models are kept, as in paper 1: for
+  classification the epoch of best validation accuracy and of best validation AUC, for
+  segmentation+survival of best validation Dice and of best C-index (ties, frequent on
+  small validation parts, go to the epoch of lower validation loss); the task object
+  (:mod:`neuroadapt.tasks`) makes the batches, the validation metrics and the predictions;
 * outputs (selected models' trainable weights, per-epoch history, out-of-fold predictions
   of the test part, run.json) appear together in one folder, or not at all. TensorBoard
   scalars go to their own folder as the run goes.
