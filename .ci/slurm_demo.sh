@@ -18,7 +18,7 @@ diagnose() {
 }
 trap 'diagnose "$LINENO" "$?" "$BASH_COMMAND"' ERR
 SNAKEMAKE=.venv/bin/snakemake
-LIMIT=${SLURM_DEMO_TIMEOUT:-2400}  # seconds; a hung status check must not hang CI
+LIMIT=${SLURM_DEMO_TIMEOUT:-3000}  # seconds; a hung status check must not hang CI
 
 bash .ci/slurm_up.sh >/dev/null
 mkdir -p logs
