@@ -44,6 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     import pandas as pd
     import torch
 
+    from neuroadapt.models.swin_unetr import SwinUNETRBackbone
     from neuroadapt.models.unetr import UNETRBackbone
     from neuroadapt.petct.resample import CropSettings
 
@@ -58,7 +59,7 @@ __all__ = [
     "pretrain_gtv_inputs",
     "pretrain_settings",
     "train_unetr_segmentation",
-    "unetr_for_box",
+    "segmentation_network_for_box",
 ]
 
 # SEGMENTATION_BACKBONES (UNETR, Swin UNETR) are pretrained for GTV segmentation, the rest for
@@ -208,11 +209,11 @@ def _xyz(image) -> np.ndarray:
 # --- UNETR: GTV segmentation ---------------------------------------------------------------
 
 
-def unetr_for_box(
+def segmentation_network_for_box(
     backbone_name: str,
     box_voxels: Sequence[int],
     in_channels: int = 1,
-) -> UNETRBackbone:
+) -> UNETRBackbone | SwinUNETRBackbone:
     """Segmentation network ``backbone_name`` (UNETR or Swin UNETR, random weights) for
     volumes of ``box_voxels``: the demo sizes are built for the box, a paper size must
     already take it. ConfigError naming ``petct.crop.box_voxels`` otherwise."""
@@ -290,7 +291,7 @@ def train_unetr_segmentation(
 
     ValueError when the volumes are not the model's ``img_size``: UNETR's position
     embeddings fix its input size, so the box must be built for the model (or the model
-    for the box, :func:`unetr_for_box`).
+    for the box, :func:`segmentation_network_for_box`).
     """
     import torch
     from monai.losses import DiceCELoss
@@ -303,7 +304,7 @@ def train_unetr_segmentation(
             f"CT boxes {tuple(images.shape[2:])} and masks {tuple(masks.shape[2:])} do not "
             f"match the UNETR's img_size {size}: its position embeddings fix the input size; "
             f"resample the CTs onto a {size} box (petct.crop.box_voxels) or build the UNETR "
-            "with img_size equal to the box (neuroadapt.pretrain.unetr_for_box)"
+            "with img_size equal to the box (neuroadapt.pretrain.segmentation_network_for_box)"
         )
     loss_function = DiceCELoss(sigmoid=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
@@ -357,7 +358,7 @@ def _pretrain_unetr(
     # Build (and check) the network before the CTs are read: a box UNETR cannot take fails
     # at once. Seeded here so the initial weights depend on the seed only.
     torch.manual_seed(settings.seed)
-    model = unetr_for_box(backbone_name, crop.box_voxels)
+    model = segmentation_network_for_box(backbone_name, crop.box_voxels)
     images, masks = (torch.from_numpy(a) for a in ct_gtv_boxes(list(rows.ct), gtvs, crop))
     with_lesion = int((masks.flatten(1).amax(dim=1) > 0).sum())
     if with_lesion == 0:

@@ -24,8 +24,8 @@ from neuroadapt.pretrain import (
     pretrain_backbone,
     pretrain_crop_section,
     pretrain_gtv_inputs,
+    segmentation_network_for_box,
     train_unetr_segmentation,
-    unetr_for_box,
 )
 
 SMALL_CT = {"kind": "ct_pretrain", "n_subjects": 4, "ct_shape": [48, 48, 24]}
@@ -159,18 +159,20 @@ def test_unetr_segmentation_pretraining_loads_into_a_fresh_unetr_tiny(ct_table, 
 def test_a_unetr_is_built_for_the_box():
     with pytest.warns(UserWarning, match="NO PRETRAINED WEIGHTS"):
         registered = get_backbone("unetr_tiny")
-    model = unetr_for_box("unetr_tiny", (64, 48, 32))
+    model = segmentation_network_for_box("unetr_tiny", (64, 48, 32))
     assert isinstance(model, UNETRBackbone) and model.img_size == (64, 48, 32)
     assert model.num_patches == 4 * 3 * 2
     # everything but the size (hence the number of position embeddings) is unetr_tiny's
     assert {**model.config, "img_size": registered.img_size} == registered.config
     with pytest.raises(ConfigError, match=r"petct.crop.box_voxels.*multiples of 16"):
-        unetr_for_box("unetr_tiny", (40, 40, 40))
+        segmentation_network_for_box("unetr_tiny", (40, 40, 40))
     with pytest.raises(ConfigError, match="not a UNETR or Swin UNETR"):
-        unetr_for_box("resnet10_w025", (32, 32, 32))
+        segmentation_network_for_box("resnet10_w025", (32, 32, 32))
     with pytest.raises(ConfigError, match=r"\[32, 32, 32\] is not the \[96, 96, 96\] input"):
-        unetr_for_box("unetr_ct", (32, 32, 32))  # a paper size keeps its pretrained grid
-    swin = unetr_for_box("swinunetr_tiny", (64, 64, 32))
+        segmentation_network_for_box(
+            "unetr_ct", (32, 32, 32)
+        )  # a paper size keeps its pretrained grid
+    swin = segmentation_network_for_box("swinunetr_tiny", (64, 64, 32))
     assert swin.img_size == (64, 64, 32)
 
 
@@ -181,7 +183,7 @@ def test_a_box_that_is_not_the_unetr_img_size_is_a_clear_error(ct_table, tmp_pat
         train_unetr_segmentation(model, boxes, boxes, PretrainSettings(epochs=1, batch_size=2))
     # weights pretrained on one box do not load into a UNETR of another size
     path = tmp_path / "w48.pt"
-    torch.save(unetr_for_box("unetr_tiny", (48, 48, 48)).net.state_dict(), path)
+    torch.save(segmentation_network_for_box("unetr_tiny", (48, 48, 48)).net.state_dict(), path)
     with pytest.raises(InputError, match="does not fit backbone") as error:
         load_pretrained(unetr_tiny(), path, sha256_of(path))
     assert any("position_embeddings" in line for line in error.value.details)
