@@ -1,14 +1,24 @@
 """Head-motion correction of every volume to the b0 reference, with b-vector rotation.
 
-b=0 volumes are registered to the first b=0 volume (same contrast). A diffusion-weighted
-volume has another contrast than the b0, so, as FSL eddy and QSIPrep's SHORELine do, it is
-registered to its own prediction from a model fitted to the other volumes: here a diffusion
-tensor fitted to the (current) corrected series, predicted with the volume's rotated
-b-vector. This is repeated ``iterations`` times. (Fitting the model to the
-diffusion-weighted volumes alone and tying their common frame to the b0 by one registration
-of the mean images was tried: better on large drifts, but that one registration between
-two contrasts sometimes stopped 2 mm off on the 4 mm demo grid, so it is not used.)
-Registrations are rigid, with dipy's
+b=0 volumes are registered to the first b=0 volume (same contrast; all voxels sampled, as
+they are few and may have moved most). A diffusion-weighted volume has another contrast
+than the b0, so, as FSL eddy and QSIPrep's SHORELine do, it is registered to its own
+prediction from a model fitted to the other volumes: here a diffusion tensor fitted to the
+(current) corrected series, predicted with the volume's rotated b-vector.
+
+Those registrations align the diffusion-weighted volumes with each other but leave their
+common frame free: the prediction sits wherever the (partly corrected) volumes sit on
+average, and a head that drifted during the scan leaves all of them millimetres off the b0
+reference (measured on a demo subject moving 3.5 mm on average: 2.8 mm off, while aligned
+to each other within 0.8 mm). Registering the mean diffusion-weighted image (or the
+tensor's extrapolated S0) to the b0 across contrasts did not fix it on 4 mm voxels.
+So each round ends by anchoring that frame to the b0 volumes interspersed in the series,
+in the spirit of FSL eddy's ``--b0_peas``: head motion is slow next to the volume rate, so
+the volumes acquired right before and after a b0 should have that b0's pose; the one rigid
+correction that brings them closest to it (least squares over the points of the mask,
+``scipy`` ``Rotation.align_vectors``) is applied to every diffusion-weighted volume.
+On that subject the residual fell from 2.8 to 1.1 mm (3 rounds); see the README.
+This is repeated ``iterations`` times. Registrations are rigid, with dipy's
 ``affine_registration`` (mutual information, a tight gradient tolerance; dipy's
 ``motion_correction`` uses a loose one). Every volume is then resampled once from the raw
 data (linear interpolation, dipy ``AffineMap``).
@@ -21,7 +31,7 @@ framewise displacement is Power et al. (2012): translations plus rotations on a 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.spatial.transform import Rotation
@@ -113,6 +123,39 @@ def framewise_displacement(parameters: np.ndarray) -> np.ndarray:
     return np.concatenate([[0.0], fd])
 
 
+def data_points(mask: np.ndarray, affine: np.ndarray, most: int = 20000) -> np.ndarray:
+    """World (mm) coordinates of the mask's voxels, thinned to at most ``most`` evenly."""
+    voxels = np.argwhere(mask)
+    voxels = voxels[:: max(1, len(voxels) // most)]
+    return voxels @ affine[:3, :3].T + affine[:3, 3]
+
+
+def b0_anchor(transforms: np.ndarray, is_b0: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The rigid 4x4 ``G`` that best gives each diffusion-weighted volume acquired next to a
+    b0 volume that b0's pose once applied to every diffusion-weighted transform
+    (``transforms[t] @ G``): least squares over ``points`` (world mm, e.g. the mask's)."""
+    pairs = [
+        (t, b)
+        for b in np.flatnonzero(is_b0)
+        for t in (b - 1, b + 1)
+        if 0 <= t < len(is_b0) and not is_b0[t]
+    ]
+    if not pairs:
+        return np.eye(4)
+    homogeneous = np.c_[points, np.ones(len(points))]
+    # G should carry each point p to transforms[t]^-1 @ transforms[b] @ p.
+    targets = np.concatenate(
+        [(homogeneous @ (np.linalg.inv(transforms[t]) @ transforms[b]).T)[:, :3] for t, b in pairs]
+    )
+    sources = np.tile(points, (len(pairs), 1))
+    source_centre, target_centre = sources.mean(axis=0), targets.mean(axis=0)
+    rotation, _ = Rotation.align_vectors(targets - target_centre, sources - source_centre)
+    anchor = np.eye(4)
+    anchor[:3, :3] = rotation.as_matrix()
+    anchor[:3, 3] = target_centre - anchor[:3, :3] @ source_centre
+    return anchor
+
+
 def correct_motion(
     data: np.ndarray,
     affine: np.ndarray,
@@ -130,10 +173,12 @@ def correct_motion(
     b0 = bvals <= b0_threshold
     reference = int(np.flatnonzero(b0)[0])
     transforms = np.repeat(np.eye(4)[None], n, axis=0)
+    all_voxels = replace(settings, sampling_proportion=None)
     for t in np.flatnonzero(b0):
         if t != reference:
-            transforms[t] = register_volume(data[..., t], data[..., reference], affine, settings)
+            transforms[t] = register_volume(data[..., t], data[..., reference], affine, all_voxels)
     weighted = np.flatnonzero(~b0)
+    points = data_points(mask, affine)
     for _ in range(settings.iterations):
         corrected = apply_transforms(data, affine, transforms)
         rotated = rotate_bvecs(bvecs_voxel, bvals, transforms, affine, b0_threshold)
@@ -144,6 +189,8 @@ def correct_motion(
             transforms[t] = register_volume(
                 data[..., t], predicted[..., t], affine, settings, start=transforms[t]
             )
+        if settings.anchor_to_b0s:
+            transforms[weighted] = transforms[weighted] @ b0_anchor(transforms, b0, points)
     corrected = apply_transforms(data, affine, transforms)
     rotated = rotate_bvecs(bvecs_voxel, bvals, transforms, affine, b0_threshold)
     parameters = motion_parameters(transforms)

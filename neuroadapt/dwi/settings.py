@@ -49,13 +49,17 @@ class MotionSettings:
     """Rigid head-motion correction of every volume to the b0 reference (dipy).
 
     ``iterations``: rounds of (tensor fit -> predict each volume -> register the volume to
-    its prediction); ``sampling_proportion``: share of voxels the mutual-information metric
-    samples (null: all voxels); ``level_iters``/``factors``/``sigmas``: the pyramid;
+    its prediction -> anchor the diffusion-weighted volumes' common frame to the b0s);
+    ``anchor_to_b0s``: that last step (see :mod:`neuroadapt.dwi.motion`);
+    ``sampling_proportion``: share of voxels the mutual-information metric samples for the
+    diffusion-weighted volumes (null: all voxels; b0 volumes always use all);
+    ``level_iters``/``factors``/``sigmas``: the pyramid;
     ``gtol``: the optimiser's gradient tolerance (dipy's ``motion_correction`` default is
     far looser, see ../shared/facts.md)."""
 
     enabled: bool = True
     iterations: int = 2
+    anchor_to_b0s: bool = True
     sampling_proportion: float | None = 0.3
     level_iters: tuple[int, ...] = (100, 50, 10)
     factors: tuple[int, ...] = (4, 2, 1)
