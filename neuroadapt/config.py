@@ -277,14 +277,17 @@ DIFFUSION_MAPS = frozenset({"fa", "md", "ad", "rd"})
 
 def _check_diffusion(config: dict) -> None:
     """The dwi section's combinations, and, when an experiment needs diffusion maps, that
-    the MRtrix3 binaries of the steps set to backend mrtrix3 are on PATH (at start-up, not
-    mid-run)."""
+    the MRtrix3 binaries of the steps set to backend mrtrix3 are on PATH and, with the
+    template registration on, that nilearn (which ships the template) is importable (at
+    start-up, not mid-run)."""
     from neuroadapt.dwi.mrtrix import check_commands
     from neuroadapt.dwi.settings import backends, settings_from_config
+    from neuroadapt.dwi.template import check_available
 
     settings = settings_from_config(config.get("dwi"))
     if any(DIFFUSION_MAPS & set(e["inputs"]) for e in config["experiments"].values()):
         check_commands(backends(settings))
+        check_available(settings.template)
 
 
 def dataset_dir(config: Mapping, name: str) -> str:

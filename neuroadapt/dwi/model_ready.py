@@ -32,14 +32,19 @@ def model_ready(
     mask: np.ndarray,
     affine: np.ndarray,
     settings: ModelReadySettings,
+    box_mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(2, X, Y, Z) float16 array (FA in [0, 1]; MD / md_scale clipped to [0, 1]; zero
     outside the brain) on the brain box, and the box's affine. Linear resampling with
-    dipy's ``AffineMap``."""
+    dipy's ``AffineMap``.
+
+    ``box_mask``: the mask (same grid) whose bounding box the box covers, instead of
+    ``mask``: in a template space, the template's brain mask, so every subject gets the
+    same box."""
     from dipy.align.imaffine import AffineMap
 
     shape = tuple(int(v) for v in settings.shape)
-    box = brain_box(mask, affine, shape, settings.margin_mm)
+    box = brain_box(mask if box_mask is None else box_mask, affine, shape, settings.margin_mm)
     mapping = AffineMap(
         np.eye(4),
         domain_grid_shape=shape,

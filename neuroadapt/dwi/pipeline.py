@@ -48,6 +48,18 @@ OUTPUT_KEYS = (
     "model_nii",
     "model_json",
 )
+# Outputs of the template registration (dwi.template on), and of its SyN warp.
+TEMPLATE_KEYS = (
+    "template_fa",
+    "template_md",
+    "template_fa_json",
+    "template_md_json",
+    "template_mask",
+    "template_xfm",
+    "template_xfm_json",
+    "template_figure",
+)
+SYN_KEYS = ("template_warp", "template_warp_json")
 _MAP_INFO = {
     "fa": ("fractional anisotropy", "arbitrary"),
     "md": ("mean diffusivity", "mm^2/s"),
@@ -57,15 +69,30 @@ _MAP_INFO = {
 }
 
 
+def output_keys(settings: DwiSettings) -> tuple[str, ...]:
+    """The output keys :func:`process_subject` writes with ``settings`` (the dwi rule's
+    named outputs)."""
+    keys = OUTPUT_KEYS
+    if settings.template.enabled:
+        keys += TEMPLATE_KEYS
+        if settings.template.transform == "syn":
+            keys += SYN_KEYS
+    return keys
+
+
 def outputs_in(folder: str | Path) -> dict[str, str]:
     """Every output of :func:`process_subject` under a plain name in ``folder`` (for use
-    outside the workflow: notebooks, tests, benchmarks)."""
+    outside the workflow: notebooks, tests, benchmarks), template outputs included."""
     folder = Path(folder)
-    outputs = {key: str(folder / f"{key}.txt") for key in OUTPUT_KEYS}
+    outputs = {key: str(folder / f"{key}.txt") for key in (*OUTPUT_KEYS, *TEMPLATE_KEYS, *SYN_KEYS)}
     for key in ("preproc", "b0", "mask", *MAPS, "model_nii"):
         outputs[key] = str(folder / f"{key}.nii.gz")
-    for key in ("tensor_figure", "motion_figure"):
+    for key in ("template_fa", "template_md", "template_mask", "template_warp"):
+        outputs[key] = str(folder / f"{key}.nii.gz")
+    for key in ("tensor_figure", "motion_figure", "template_figure"):
         outputs[key] = str(folder / f"{key}.png")
+    for key in ("template_fa_json", "template_md_json", "template_xfm_json", "template_warp_json"):
+        outputs[key] = str(folder / f"{key}.json")
     outputs["model_npy"] = str(folder / "model.npy")
     return outputs
 
@@ -91,6 +118,9 @@ def process_subject(
     """
     from neuroadapt.dwi.workflow import build_workflow, run_workflow
 
+    missing = [key for key in output_keys(settings) if key not in outputs]
+    if missing:
+        raise ValueError(f"outputs lack {', '.join(missing)} (the settings write them)")
     # InputErrors before any work: the series, and a given mask on the series' grid
     series = gradients.load_dwi(dwi, bval, bvec, settings.b0_threshold)
     if mask is not None:
@@ -170,7 +200,27 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition, up
     md = np.asarray(maps["md"].dataobj)
     nonphysical = int(results["tensor"]["nonphysical"])
     qc_row = qc.image_qc_row(subject, fd, snr, fa, brain, nonphysical, settings.qc)
-    tensor, box = model_ready.model_ready(fa, md, brain, affine, settings.model_ready)
+    registered = _template_maps(results["template"], settings) if "template" in results else None
+    margin = settings.model_ready.margin_mm
+    if settings.model_ready.space == "template":
+        r = registered
+        tensor, box = model_ready.model_ready(
+            r["fa"], r["md"], r["mask"], r["affine"], settings.model_ready, r["template"].brain
+        )
+        space = {
+            "Space": "brain box: isotropic RAS grid over the bounding box of the "
+            f"{r['template'].space} template's brain mask plus {margin:g} mm, in "
+            f"{r['template'].space} (FA/MD registered to the template, "
+            f"{settings.template.transform}); the same grid for every subject",
+            "Template": r["info"]["Template"],
+            "Registration": r["info"]["Registration"],
+        }
+    else:
+        tensor, box = model_ready.model_ready(fa, md, brain, affine, settings.model_ready)
+        space = {
+            "Space": "brain box: isotropic RAS grid over the brain mask's bounding box "
+            f"plus {margin:g} mm, in the subject's DWI space"
+        }
 
     steps = {
         "Reorientation": "closest canonical RAS+ (nibabel), b-vectors rotated",
@@ -229,9 +279,8 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition, up
         stage.json(
             outputs["model_json"],
             common
+            | space
             | {
-                "Space": "brain box: isotropic RAS grid over the brain mask's bounding box "
-                f"plus {settings.model_ready.margin_mm:g} mm, in the subject's DWI space",
                 "TensorChannels": list(model_ready.CHANNELS),
                 "TensorShape": list(tensor.shape),
                 "TensorDtype": "float16",
@@ -243,6 +292,8 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition, up
                 },
             },
         )
+        if registered is not None:
+            _stage_template(stage, outputs, registered, common, tensor_info)
         for staging, destination in staged:
             os.replace(staging, destination)
     except BaseException:
@@ -250,7 +301,89 @@ def _write_outputs(results, settings, outputs, subject, sources, acquisition, up
             Path(staging).unlink(missing_ok=True)
         raise
     noise_sigma = steps.get("Denoising", {}).get("NoiseSigma")
-    return {"qc": qc_row, "noise_sigma": noise_sigma}
+    summary = {"qc": qc_row, "noise_sigma": noise_sigma}
+    if registered is not None:
+        summary["template"] = registered["info"]["Registration"]
+    return summary
+
+
+def _template_maps(node: Mapping, settings: DwiSettings) -> dict:
+    """The template node's maps (template grid) with the template and its description."""
+    from neuroadapt.dwi.template import load_template
+
+    fa = nib.load(node["fa_file"])
+    return {
+        "fa": np.asarray(fa.dataobj, dtype=np.float32),
+        "md": np.asarray(nib.load(node["md_file"]).dataobj, dtype=np.float32),
+        "mask": np.asarray(nib.load(node["mask_file"]).dataobj) > 0,
+        "affine": fa.affine,
+        "template": load_template(settings.template.space, settings.template.resolution_mm),
+        "info": node["info"],
+        "xfm_file": node["xfm_file"],
+        "warp_file": node["warp_file"] if isinstance(node.get("warp_file"), str) else None,
+    }
+
+
+def _stage_template(stage, outputs, registered, common, tensor_info) -> None:
+    """Template-space FA/MD/mask, the transform files and the registration figure."""
+    from neuroadapt.dwi.template import read_itk_affine
+
+    info = registered["info"]
+    template = registered["template"]
+    affine = registered["affine"]
+    transforms = [Path(outputs["template_xfm"]).name]
+    if "template_warp" in outputs and registered["warp_file"]:
+        transforms.append(Path(outputs["template_warp"]).name)
+    for name in ("fa", "md"):
+        stage.nifti(outputs[f"template_{name}"], registered[name], affine)
+        description, units = _MAP_INFO[name]
+        stage.json(
+            outputs[f"template_{name}_json"],
+            common
+            | {"Description": description, "Units": units, "Tensor": tensor_info}
+            | info
+            | {"Resampling": "linear, once, from the DWI-space map", "Transforms": transforms},
+        )
+    stage.nifti(outputs["template_mask"], registered["mask"], affine, np.uint8)
+    stage.copy(outputs["template_xfm"], registered["xfm_file"])
+    direction = (
+        "maps template points to DWI points (RAS/LPS mm), the transform that resamples a "
+        "DWI-space image onto the template grid (ITK/ANTs image-transform convention)"
+    )
+    stage.json(
+        outputs["template_xfm_json"],
+        common
+        | {
+            "FromSpace": "dwi",
+            "ToSpace": template.space,
+            "Mode": "image",
+            "Format": "ITK text transform, AffineTransform_double_3_3 (LPS, centre 0 0 0)",
+            "Direction": direction,
+            "MatrixRAS": read_itk_affine(registered["xfm_file"]).round(8).tolist(),
+        }
+        | info,
+    )
+    if registered["warp_file"] and "template_warp" in outputs:
+        stage.copy(outputs["template_warp"], registered["warp_file"])
+        stage.json(
+            outputs["template_warp_json"],
+            common
+            | {
+                "FromSpace": "dwi",
+                "ToSpace": template.space,
+                "Mode": "image",
+                "Format": "ITK displacement field: NIfTI (X, Y, Z, 1, 3), LPS mm, on the "
+                "template grid; template point p maps to p + u(p)",
+                "Direction": direction,
+                "Composite": f"the affine ({transforms[0]}) and SyN together: apply this "
+                "file alone",
+            }
+            | info,
+        )
+    stage.figure(
+        outputs["template_figure"],
+        lambda p: qc.template_figure(registered["fa"], template.wm, template.brain, p),
+    )
 
 
 def _own_steps(results, settings) -> dict:

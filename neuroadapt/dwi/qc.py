@@ -87,6 +87,33 @@ def tensor_figure(fa: np.ndarray, md: np.ndarray, mask: np.ndarray, path: str | 
     save_figure(figure, path)
 
 
+def template_figure(fa: np.ndarray, wm: np.ndarray, brain: np.ndarray, path: str | Path) -> None:
+    """FA registered to a template (X, Y, Z on the template grid) with the template's
+    white-matter (probability 0.5) and brain-mask contours: axial, coronal and sagittal
+    slices at 30, 50 and 70% through the template's brain."""
+    import matplotlib.pyplot as plt
+
+    from neuroadapt.report.style import OKABE_ITO, save_figure
+
+    figure, axes = plt.subplots(3, 3, figsize=(6.0, 6.0))
+    for row, (axis_index, name) in enumerate(((2, "axial"), (1, "coronal"), (0, "sagittal"))):
+        other = tuple(a for a in range(3) if a != axis_index)
+        extent = np.flatnonzero(brain.any(axis=other))
+        low, high = (extent.min(), extent.max()) if extent.size else (0, fa.shape[axis_index] - 1)
+        for column, fraction in enumerate((0.3, 0.5, 0.7)):
+            k = int(round(low + fraction * (high - low)))
+            image, white, inside = (np.take(a, k, axis=axis_index).T for a in (fa, wm, brain))
+            axis = axes[row, column]
+            axis.imshow(image, origin="lower", cmap="gray", vmin=0, vmax=1)
+            axis.contour(white, levels=[0.5], colors=OKABE_ITO[1], linewidths=0.6)
+            axis.contour(inside.astype(float), levels=[0.5], colors=OKABE_ITO[4], linewidths=0.6)
+            axis.set_axis_off()
+            if column == 0:
+                title = f"{name}: FA, template WM (orange), brain (blue)"
+                axis.set_title(title, fontsize=7, loc="left")
+    save_figure(figure, path)
+
+
 def motion_figure(confounds: pd.DataFrame, path: str | Path) -> None:
     """Translations (mm), rotations (degrees) and framewise displacement per volume."""
     import matplotlib.pyplot as plt

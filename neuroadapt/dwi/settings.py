@@ -120,6 +120,41 @@ class ModelReadySettings:
     shape: tuple[int, int, int] = (32, 32, 32)
     margin_mm: float = 4.0
     md_scale: float = 3.0e-3
+    # dwi: the box over the subject's brain mask in its own DWI space; template: the box
+    # over the template's brain mask, from the template-space FA/MD (dwi.template on)
+    space: str = "dwi"
+
+
+#: The template spaces :mod:`neuroadapt.dwi.template` can register to (the nilearn wheel's).
+TEMPLATE_SPACES = ("MNI152NLin2009aSym",)
+
+
+@dataclass(frozen=True)
+class TemplateSettings:
+    """Registration of FA to a template for group-level outputs (off by default).
+
+    ``space``: the template (BIDS/TemplateFlow name); ``resolution_mm``: its grid, the
+    grid of the template-space maps; ``transform``: affine (12 dof, mutual information) or
+    syn (affine, then dipy's symmetric diffeomorphic registration, cross-correlation)."""
+
+    enabled: bool = False
+    space: str = "MNI152NLin2009aSym"
+    resolution_mm: float = 2.0
+    transform: str = "affine"
+
+    def check(self, where: str) -> None:
+        if self.space not in TEMPLATE_SPACES:
+            raise ConfigError(
+                f"{where}.space",
+                f"{self.space} is not a template shipped with the pipeline",
+                f"use one of: {', '.join(TEMPLATE_SPACES)}",
+            )
+        if self.transform not in ("affine", "syn"):
+            raise ConfigError(
+                f"{where}.transform", f"{self.transform!r} is not allowed", "use affine or syn"
+            )
+        if not self.resolution_mm > 0:
+            raise ConfigError(f"{where}.resolution_mm", "must be positive", "give mm > 0, e.g. 2")
 
 
 @dataclass(frozen=True)
@@ -133,6 +168,7 @@ class DwiSettings:
     tensor: TensorSettings = field(default_factory=TensorSettings)
     qc: QcSettings = field(default_factory=QcSettings)
     model_ready: ModelReadySettings = field(default_factory=ModelReadySettings)
+    template: TemplateSettings = field(default_factory=TemplateSettings)
 
 
 _SECTIONS = {
@@ -144,6 +180,7 @@ _SECTIONS = {
     "tensor": TensorSettings,
     "qc": QcSettings,
     "model_ready": ModelReadySettings,
+    "template": TemplateSettings,
 }
 
 
@@ -156,6 +193,18 @@ def settings_from_config(section: Mapping | None) -> DwiSettings:
     }
     if "b0_threshold" in section:
         values["b0_threshold"] = float(section["b0_threshold"])
+    if values["model_ready"].space not in ("dwi", "template"):
+        raise ConfigError(
+            "dwi.model_ready.space",
+            f"{values['model_ready'].space!r} is not allowed",
+            "use dwi or template",
+        )
+    if values["model_ready"].space == "template" and not values["template"].enabled:
+        raise ConfigError(
+            "dwi.model_ready.space",
+            "is template but the template registration is off",
+            "set dwi.template.enabled: true, or model_ready.space: dwi",
+        )
     return DwiSettings(**values)
 
 

@@ -336,6 +336,66 @@ class FitTensor(SimpleInterface):
         return runtime
 
 
+class _TemplateInput(BaseInterfaceInputSpec):
+    fa_file = File(exists=True, mandatory=True)
+    md_file = File(exists=True, mandatory=True)
+    mask_file = File(exists=True, mandatory=True, desc="brain mask of the DWI grid")
+    source = traits.Str(mandatory=True, desc="the subject's DWI series, named by errors")
+    space = traits.Str("MNI152NLin2009aSym", usedefault=True)
+    resolution_mm = traits.Float(2.0, usedefault=True, desc="template grid (mm)")
+    transform = traits.Enum("affine", "syn", usedefault=True)
+
+
+class _TemplateOutput(TraitedSpec):
+    fa_file = File(exists=True, desc="FA on the template grid (linear)")
+    md_file = File(exists=True, desc="MD on the template grid (linear)")
+    mask_file = File(exists=True, desc="brain mask on the template grid (nearest)")
+    xfm_file = File(exists=True, desc="affine, ITK text (template -> DWI points, LPS)")
+    warp_file = File(desc="affine + SyN as an ITK displacement field (syn only)")
+    info = traits.Dict(desc="template, stages, metric values (template.describe)")
+
+
+class TemplateRegister(SimpleInterface):
+    """FA registered to a template (MNI152 2009a symmetric, nilearn): affine, optionally
+    SyN (dipy); FA, MD and the brain mask resampled onto the template grid."""
+
+    input_spec = _TemplateInput
+    output_spec = _TemplateOutput
+
+    def _run_interface(self, runtime):
+        from neuroadapt.dwi.settings import TemplateSettings
+        from neuroadapt.dwi.template import (
+            describe,
+            itk_affine_text,
+            itk_displacement_image,
+            load_template,
+            register,
+        )
+
+        i = self.inputs
+        fa = nib.load(i.fa_file)
+        brain = np.asarray(nib.load(i.mask_file).dataobj) > 0
+        settings = TemplateSettings(True, i.space, i.resolution_mm, i.transform)
+        template = load_template(i.space, i.resolution_mm)
+        registration = register(
+            np.asarray(fa.dataobj), brain, fa.affine, template, settings, i.source
+        )
+        cwd = Path(runtime.cwd)
+        for name in ("fa", "md"):
+            data = np.asarray(nib.load(getattr(i, f"{name}_file")).dataobj)
+            warped = registration.warp(data, fa.affine)
+            self._results[f"{name}_file"] = save_nifti(warped, template.affine, cwd / f"{name}.nii")
+        mask = registration.warp(brain.astype(np.float32), fa.affine, "nearest") > 0.5
+        self._results["mask_file"] = save_nifti(mask, template.affine, cwd / "mask.nii", np.uint8)
+        (cwd / "xfm.txt").write_text(itk_affine_text(registration.affine))
+        self._results["xfm_file"] = str((cwd / "xfm.txt").resolve())
+        if i.transform == "syn":
+            nib.save(itk_displacement_image(registration), str(cwd / "warp.nii.gz"))
+            self._results["warp_file"] = str((cwd / "warp.nii.gz").resolve())
+        self._results["info"] = describe(registration)
+        return runtime
+
+
 def build_workflow(
     dwi_file: str,
     bval_file: str,
@@ -345,7 +405,8 @@ def build_workflow(
     given_mask: str | None = None,
 ) -> pe.Workflow:
     """The per-subject workflow in QSIPrep's order (denoise, unring, bias, motion, mask,
-    tensor); steps switched off are left out.
+    tensor, then FA to a template when ``dwi.template`` is on); steps switched off are left
+    out.
 
     ``given_mask``: the series was preprocessed upstream (QSIPrep) and this is its brain
     mask: denoising, unringing and motion correction are left out and the mask is used as
@@ -425,6 +486,18 @@ def build_workflow(
         workflow.connect(gradients_from, "bval_file", node, "bval_file")
         workflow.connect(gradients_from, "bvec_file", node, "bvec_file")
     workflow.connect(brain, "mask_file", fit, "mask_file")
+    if settings.template.enabled:
+        t = settings.template
+        registerer = TemplateRegister(
+            source=str(dwi_file),
+            space=t.space,
+            resolution_mm=t.resolution_mm,
+            transform=t.transform,
+        )
+        template = pe.Node(registerer, name="template")
+        workflow.connect(fit, "fa_file", template, "fa_file")
+        workflow.connect(fit, "md_file", template, "md_file")
+        workflow.connect(brain, "mask_file", template, "mask_file")
     workflow.config["execution"] = {
         "crashfile_format": "txt",
         "crashdump_dir": str(base_dir),

@@ -2,11 +2,35 @@
 # arrays, one job per subject/session (a nipype workflow inside the job). Outputs form a
 # BIDS-derivatives dataset per dataset.
 
+# FA registered to a template (dwi.template): these outputs exist only when it is on.
+DWI_TEMPLATE = config["dwi"]["template"]
+DWI_MAPS_TEMPLATE = f"{DWI_DIR}/{{prefix}}_space-{DWI_TEMPLATE['space']}"
+DWI_XFM = f"{DWI_DIR}/{{prefix}}_from-dwi_to-{DWI_TEMPLATE['space']}_mode-image"
+DWI_TEMPLATE_OUTPUTS = (
+    {
+        "template_fa": f"{DWI_MAPS_TEMPLATE}_model-tensor_param-fa_dwimap.nii.gz",
+        "template_md": f"{DWI_MAPS_TEMPLATE}_model-tensor_param-md_dwimap.nii.gz",
+        "template_fa_json": f"{DWI_MAPS_TEMPLATE}_model-tensor_param-fa_dwimap.json",
+        "template_md_json": f"{DWI_MAPS_TEMPLATE}_model-tensor_param-md_dwimap.json",
+        "template_mask": f"{DWI_MAPS_TEMPLATE}_desc-brain_mask.nii.gz",
+        "template_xfm": f"{DWI_XFM}_xfm.txt",
+        "template_xfm_json": f"{DWI_XFM}_xfm.json",
+        "template_figure": f"{DWI_ROOT}/{{folder}}/figures/{{prefix}}_space-"
+        f"{DWI_TEMPLATE['space']}_desc-registration_dwimap.png",
+    }
+    if DWI_TEMPLATE["enabled"]
+    else {}
+)
+if DWI_TEMPLATE["enabled"] and DWI_TEMPLATE["transform"] == "syn":
+    DWI_TEMPLATE_OUTPUTS["template_warp"] = f"{DWI_XFM}_desc-syn_xfm.nii.gz"
+    DWI_TEMPLATE_OUTPUTS["template_warp_json"] = f"{DWI_XFM}_desc-syn_xfm.json"
+
 
 rule dwi:
     input:
         unpack(dwi_inputs),
     output:
+        **DWI_TEMPLATE_OUTPUTS,
         preproc=f"{DWI_DIR}/{{prefix}}_space-dwi_desc-preproc_dwi.nii.gz",
         bval=f"{DWI_DIR}/{{prefix}}_space-dwi_desc-preproc_dwi.bval",
         bvec=f"{DWI_DIR}/{{prefix}}_space-dwi_desc-preproc_dwi.bvec",
