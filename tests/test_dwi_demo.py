@@ -76,13 +76,14 @@ def test_demo_fa_md_match_the_ground_truth(dwi_cohort, tmp_path):
 
 @pytest.fixture(scope="module")
 def moving_cohort(tmp_path_factory):
-    """Four subjects whose heads move 5x more than the demo's (1 subject is used)."""
+    """Four subjects whose heads move 7.5x more than the demo's (1 subject is used: it
+    wanders 3.5 mm on average, up to 5.3 mm)."""
     synthetic = {
         "kind": "dwi",
         "n_subjects": 4,
         "n_sites": 1,
-        "motion_translation_mm": 2.0,
-        "motion_rotation_deg": 2.0,
+        "motion_translation_mm": 3.0,
+        "motion_rotation_deg": 3.0,
     }
     return make_cohort(tmp_path_factory.mktemp("moving"), synthetic, "moving")
 
@@ -110,8 +111,8 @@ def test_motion_correction_recovers_the_planted_motion(moving_cohort):
     """Mean displacement over the brain (mm) between the estimated and the planted transform
     of every volume, printed per volume. b=0 volumes (the reference's contrast) are recovered
     to under 30% of their planted motion; diffusion-weighted ones, registered to a tensor
-    prediction, to under 75% on average (measured: 2.3 mm of 3.6; with motion 2.5x smaller,
-    1.25 mm of 1.8)."""
+    prediction and anchored to the b0s, to under 40% on average (measured: 1.14 mm of 3.53;
+    2.82 mm without the b0 anchor)."""
     bids, truth = moving_cohort
     series = gradients.to_ras(gradients.load_dwi(*series_paths(bids)))
     b0 = mask.b0_reference(series.data, series.b0_mask())
@@ -143,14 +144,14 @@ def test_motion_correction_recovers_the_planted_motion(moving_cohort):
         f"{planted[weighted].mean():.2f} mm"
     )
     assert (error[b0s] < 0.3 * planted[b0s]).all()
-    assert error[weighted].mean() < 0.75 * planted[weighted].mean()
+    assert error[weighted].mean() < 0.4 * planted[weighted].mean()
 
 
 def test_motion_correction_lowers_the_fa_error(moving_cohort, tmp_path):
-    """With motion of a few millimetres, correcting it brings FA and MD closer to the truth.
-    (At the demo's own sub-millimetre motion on 4 mm voxels it does not: the registration
-    noise and the extra interpolation cost as much as the motion; measured FA MAE 0.039
-    without and 0.041 with correction, see the README.)"""
+    """With motion of a few millimetres, correcting it brings FA and MD closer to the truth
+    (measured FA MAE 0.0552 -> 0.0511, MD 0.0171 -> 0.0164). At the demo's own half-millimetre
+    motion on 4 mm voxels it does not: the registration noise and the extra interpolation
+    cost as much as the motion (FA MAE 0.0386 without, 0.0404 with correction)."""
     bids, truth = moving_cohort
     uncorrected, _ = run(bids, tmp_path / "off", {"motion": {"enabled": False}})
     corrected, _ = run(bids, tmp_path / "on", {"motion": {"iterations": 2}})
@@ -158,7 +159,7 @@ def test_motion_correction_lowers_the_fa_error(moving_cohort, tmp_path):
     print(
         f"FA MAE {fa_off:.4f} -> {fa_on:.4f}; MD median relative error {md_off:.4f} -> {md_on:.4f}"
     )
-    assert fa_on < 0.85 * fa_off and md_on < 1.02 * md_off
+    assert fa_on < 0.95 * fa_off and md_on < md_off
 
 
 def test_the_planted_group_effect_shows_in_the_fa_maps(dwi_cohort, tmp_path_factory):
