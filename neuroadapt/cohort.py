@@ -7,9 +7,11 @@ channels from it. All arrays of a cohort are read once into one float32 tensor, 
 never decodes a file per epoch. The fold table (``splits/fold-<k>.tsv``) gives every
 participant a role: train, validation or test.
 
-Targets by task: ``binary``, a 0/1 label per sample; ``segmentation+survival`` (paper 5),
-the GTV mask in the same box (``uint8 (X, Y, Z)`` ``.npy`` beside the tensor) and the
-survival time and event of the experiment's ``survival`` columns.
+Targets by task: ``binary``, a 0/1 label per sample; ``multilabel`` (paper 3), one 0/1
+column of participants.tsv per label (finding), an ``(N, L)`` matrix;
+``segmentation+survival`` (paper 5), the GTV mask in the same box (``uint8 (X, Y, Z)``
+``.npy`` beside the tensor) and the survival time and event of the experiment's
+``survival`` columns.
 """
 
 from __future__ import annotations
@@ -28,17 +30,18 @@ from neuroadapt.experiments import IMAGE_CHANNELS, image_kind
 from neuroadapt.nonimage_inputs import non_image_tensors
 from neuroadapt.subjects import read_subjects_table, row_prefix
 
-__all__ = ["TRAINABLE_TASKS", "Cohort", "encode_labels", "load_cohort"]
+__all__ = ["TRAINABLE_TASKS", "Cohort", "encode_labels", "load_cohort", "multilabel_targets"]
 
 #: Tasks the train rule can train.
-TRAINABLE_TASKS = ("binary", "segmentation+survival")
+TRAINABLE_TASKS = ("binary", "multilabel", "segmentation+survival")
 
 
 @dataclass
 class Cohort:
     """Samples of one fold: ``images`` ``(N, C, X, Y, Z)`` float32 whose channels are the
     experiment's image ``inputs`` (``channels``), ``labels`` ``(N,)`` float (binary 0/1; the
-    event for survival), ``roles`` and ``ids`` (participant_id, session_id) per sample.
+    event for survival; multilabel ``(N, L)`` 0/1, label ``k`` being ``label_names[k]``),
+    ``roles`` and ``ids`` (participant_id, session_id) per sample.
     Segmentation+survival adds ``masks`` ``(N, 1, X, Y, Z)`` float 0/1, ``times`` ``(N,)``
     (the survival column's unit), ``events`` ``(N,)`` 0/1 and ``spacing_mm`` ``(N,)``.
     ``extra`` holds the non-image inputs (report text, clinical and genetic tables) as
@@ -49,6 +52,7 @@ class Cohort:
     roles: np.ndarray
     ids: pd.DataFrame
     channels: tuple[str, ...] = ()
+    label_names: tuple[str, ...] = ()
     masks: torch.Tensor | None = None
     times: torch.Tensor | None = None
     events: torch.Tensor | None = None
@@ -87,6 +91,70 @@ def encode_labels(
             f"check {where}.positive_class and the target column",
         )
     return text.eq(str(positive_class)).to_numpy(np.float32)
+
+
+def participants_file(subjects_table: str | Path) -> str:
+    """The participants.tsv that ingestion copied ``subjects_table``'s columns from (named in
+    its validation.json), or a description of it when that file is not there."""
+    try:
+        report = json.loads(Path(subjects_table).with_name("validation.json").read_text())
+        return str(Path(report["bids_dir"]) / "participants.tsv")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"participants.tsv (copied into {subjects_table})"
+
+
+def multilabel_targets(
+    rows: pd.DataFrame, columns: Sequence[str], subjects_table: str | Path, where: str
+) -> np.ndarray:
+    """The multi-label target ``(N, L)`` float32 0/1 of subjects.tsv ``rows``: one column of
+    participants.tsv per label, each holding 0 (absent) or 1 (present) for every row.
+
+    A missing column, or any other value (n/a and empty included), is an InputError naming
+    participants.tsv, the column and the rows."""
+    source = participants_file(subjects_table)
+    matrix = []
+    for column in columns:
+        if column not in rows.columns:
+            raise InputError(
+                source,
+                f"has no column '{column}' (a label of the multilabel target {where}.target; "
+                f"{subjects_table} lacks it too)",
+                f"add a 0/1 column '{column}' to participants.tsv and rerun ingestion "
+                "(snakemake --forcerun ingest), or drop the label from the target",
+            )
+        values = rows[column]
+        bad = values.isna() | ~values.astype(str).isin(["0", "1"])
+        if bad.any():
+            found = ", ".join(
+                f"{'n/a' if pd.isna(v) else repr(v)} ({pid})"
+                for v, pid in zip(values[bad][:5], rows.participant_id[bad][:5], strict=True)
+            )
+            raise InputError(
+                source,
+                f"column '{column}' (a label of {where}.target) holds values other than 0/1: "
+                f"{found}",
+                "write 1 where the finding is present and 0 where it is absent, for every "
+                "subject (exclude subjects without a reading: datasets.<name>.exclude)",
+            )
+        matrix.append(values.astype(str).eq("1").to_numpy(np.float32))
+    return np.stack(matrix, axis=1)
+
+
+def check_training_labels(
+    labels: np.ndarray, names: Sequence[str], roles: np.ndarray, fold_table: str | Path
+) -> None:
+    """Every label of a multi-label target must take both values in the training part."""
+    train = labels[roles == "train"]
+    for k, name in enumerate(names):
+        values = set(train[:, k].astype(int).tolist())
+        if len(values) < 2:
+            raise InputError(
+                fold_table,
+                f"label '{name}' is {values.pop() if values else 'absent'} for every subject of "
+                "the training part: nothing to learn for it",
+                "use fewer folds or more subjects so every training part has subjects with "
+                "and without each finding, or drop the label from the target",
+            )
 
 
 def load_cohort(
@@ -160,6 +228,13 @@ def load_cohort(
             str(subjects_table),
             where,
         )
+        return cohort
+    if task == "multilabel":
+        names = tuple(experiment["target"])
+        labels = multilabel_targets(rows, names, subjects_table, where)
+        check_training_labels(labels, names, cohort.roles, fold_table)
+        cohort.labels = torch.from_numpy(labels)
+        cohort.label_names = names
         return cohort
     _add_segmentation_survival(cohort, rows, experiment, masks, tensors, subjects_table, fold_table)
     return cohort

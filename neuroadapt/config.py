@@ -191,6 +191,8 @@ def _check_semantics(config: dict) -> None:
 #: Task -> (methods the train rule trains on it, backbones they take, what those provide).
 TRAINABLE = {
     "binary": (IMAGE_METHODS, FEATURE_BACKBONES, "pooled features"),
+    # paper 3: one logit per label (finding) on the same image methods
+    "multilabel": (IMAGE_METHODS, FEATURE_BACKBONES, "pooled features"),
     "segmentation+survival": (
         SEGMENTATION_SURVIVAL_METHODS,
         SEGMENTATION_BACKBONES,
@@ -217,8 +219,15 @@ def _check_training(config: dict, name: str) -> None:
             "leave methods empty ([]) for this experiment",
         )
     methods, backbones, needs = TRAINABLE[task]
-    if task == "binary" and set(experiment["inputs"]) & set(NON_IMAGE_INPUTS):
+    non_image = [name for name in experiment["inputs"] if name in NON_IMAGE_INPUTS]
+    if task == "binary" and non_image:
         methods, backbones, needs = MULTIMODAL_TRAINABLE
+    if task == "multilabel" and non_image:
+        raise ConfigError(
+            f"{where}.inputs",
+            f"multilabel training reads image inputs only, not {', '.join(non_image)}",
+            "drop them from inputs (e.g. inputs: [fa, md] or [ct, pet])",
+        )
     image_kind(experiment["inputs"], where)
     other = [m for m in experiment["methods"] if m not in methods]
     if other:
@@ -226,7 +235,8 @@ def _check_training(config: dict, name: str) -> None:
             f"{where}.methods",
             f"{', '.join(other)} cannot be trained on task '{task}'; the train rule trains "
             f"{', '.join(sorted(methods))} there (binary with report_text, clinical or "
-            "genetics inputs: brain_adapter, anchored_qformer, late_fusion, feature_concat)",
+            "genetics inputs: brain_adapter, anchored_qformer, late_fusion, feature_concat; "
+            "segmentation+survival: pemma, early_fusion, ct_only)",
             "leave them out of this experiment",
         )
     if "brain_adapter" in experiment["methods"] and "report_text" not in experiment["inputs"]:

@@ -9,7 +9,11 @@ Reads each training run's folder (``predictions.tsv``, ``run.json``) and writes,
   segmentation+survival, best validation Dice / C-index): metrics pooled over the
   out-of-fold predictions with bootstrap 95% intervals (``<metric>_low``/``_high``), their
   mean and sd over folds, and the paired-bootstrap difference against the experiment's
-  reference method (AUC; C-index for survival) (:mod:`neuroadapt.metrics`);
+  reference method (AUC; C-index for survival; macro-AUC for multilabel)
+  (:mod:`neuroadapt.metrics`). Multilabel experiments get
+  :data:`~neuroadapt.metrics.MULTILABEL_METRICS` and every label's AUC (``auc_<label>``),
+  each with its interval and fold mean/sd; the labels are the runs' ``prob_<label>``
+  prediction columns;
 * ``resources.tsv``: per method, total/trainable parameters, peak memory and seconds per
   epoch (mean over folds).
 """
@@ -17,7 +21,7 @@ Reads each training run's folder (``predictions.tsv``, ``run.json``) and writes,
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,10 +33,11 @@ from neuroadapt.experiments import reference_method
 from neuroadapt.io import atomic_write_text
 from neuroadapt.metrics import (
     BINARY_METRICS,
-    SEGMENTATION_SURVIVAL_METRICS,
     binary_metrics,
     bootstrap_intervals,
     bootstrap_table_intervals,
+    label_columns,
+    multilabel_table_metrics,
     paired_auc_comparison,
     paired_table_comparison,
     segmentation_survival_metrics,
@@ -158,11 +163,13 @@ def pooled_metrics(
     return pd.DataFrame(rows)
 
 
-def segsurv_fold_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
-    """C-index, Dice and HD95 per method, selection and fold."""
+def table_fold_metrics(
+    predictions: pd.DataFrame, metric: Callable[[pd.DataFrame], dict[str, float]]
+) -> pd.DataFrame:
+    """``metric(rows)`` of every method, selection and fold (``metric`` reads a predictions
+    table)."""
     rows = [
-        {"method": method, "selection": selection, "fold": fold, "n": len(group)}
-        | segmentation_survival_metrics(group)
+        {"method": method, "selection": selection, "fold": fold, "n": len(group)} | metric(group)
         for (method, selection, fold), group in predictions.groupby(
             ["method", "selection", "fold"], sort=False
         )
@@ -170,19 +177,27 @@ def segsurv_fold_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def segsurv_pooled_metrics(
-    predictions: pd.DataFrame, folds: pd.DataFrame, reference: str, settings: EvaluationSettings
+def table_pooled_metrics(
+    predictions: pd.DataFrame,
+    folds: pd.DataFrame,
+    reference: str,
+    settings: EvaluationSettings,
+    metric: Callable[[pd.DataFrame], dict[str, float]],
+    compared: str,
 ) -> pd.DataFrame:
-    """Pooled out-of-fold C-index, Dice and HD95 with bootstrap intervals and fold mean/sd,
-    and the paired-bootstrap C-index difference against ``reference``."""
+    """Per method and selection: ``metric`` of the pooled out-of-fold predictions, each
+    value's bootstrap interval and fold mean/sd, and the paired-bootstrap difference of the
+    ``compared`` metric against ``reference`` on the same subjects (``delta_<compared>``,
+    ``_low``, ``_high``, ``p_value``)."""
     rows = []
     for (method, selection), group in predictions.groupby(["method", "selection"], sort=False):
         row = {"method": method, "selection": selection, "n": len(group)}
-        row |= segmentation_survival_metrics(group)
+        values = metric(group)
+        row |= values
         intervals = bootstrap_table_intervals(
-            group, segmentation_survival_metrics, settings.bootstrap, settings.seed, settings.level
+            group, metric, settings.bootstrap, settings.seed, settings.level
         )
-        row |= spread_columns(SEGMENTATION_SURVIVAL_METRICS, intervals, folds, method, selection)
+        row |= spread_columns(list(values), intervals, folds, method, selection)
         row["reference"] = reference
         paired = paired_with_reference(group, predictions, reference, selection)
         if method == reference or len(paired) != len(group):
@@ -190,19 +205,45 @@ def segsurv_pooled_metrics(
         else:
             test = paired_table_comparison(
                 paired,
-                lambda t: segmentation_survival_metrics(t)["c_index"],
+                lambda t: metric(t)[compared],
                 settings.bootstrap,
                 settings.seed,
                 settings.level,
             )
         row |= {
-            "delta_c_index": test["delta"],
-            "delta_c_index_low": test["low"],
-            "delta_c_index_high": test["high"],
+            f"delta_{compared}": test["delta"],
+            f"delta_{compared}_low": test["low"],
+            f"delta_{compared}_high": test["high"],
             "p_value": test["p"],
         }
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def segsurv_fold_metrics(predictions: pd.DataFrame) -> pd.DataFrame:
+    """C-index, Dice and HD95 per method, selection and fold."""
+    return table_fold_metrics(predictions, segmentation_survival_metrics)
+
+
+def segsurv_pooled_metrics(
+    predictions: pd.DataFrame, folds: pd.DataFrame, reference: str, settings: EvaluationSettings
+) -> pd.DataFrame:
+    """Pooled out-of-fold C-index, Dice and HD95 with bootstrap intervals and fold mean/sd,
+    and the paired-bootstrap C-index difference against ``reference``."""
+    return table_pooled_metrics(
+        predictions, folds, reference, settings, segmentation_survival_metrics, "c_index"
+    )
+
+
+def multilabel_metric(threshold: float, names: Sequence[str] | None = None):
+    """The metric function of a multi-label predictions table (labels from its ``prob_*``
+    columns unless ``names`` are given), for :func:`table_fold_metrics` and
+    :func:`table_pooled_metrics`."""
+
+    def metric(table: pd.DataFrame) -> dict[str, float]:
+        return multilabel_table_metrics(table, names or label_columns(table), threshold)
+
+    return metric
 
 
 def resources(summaries: Sequence[Mapping]) -> pd.DataFrame:
@@ -249,9 +290,21 @@ def evaluate_experiment(
     settings = spec_from_mapping(EvaluationSettings, evaluation, "evaluation")
     reference = reference_method(experiment, f"experiments.{name}")
     predictions, summaries = read_runs(run_dirs)
-    if experiment.get("task", "binary") == "segmentation+survival":
+    task = experiment.get("task", "binary")
+    if task == "segmentation+survival":
         folds = segsurv_fold_metrics(predictions)
         metrics = segsurv_pooled_metrics(predictions, folds, reference, settings)
+    elif task == "multilabel":
+        names = label_columns(predictions)
+        if not names:
+            raise InputError(
+                run_dirs[0],
+                "holds no per-label probabilities (prob_<label> columns) for a multilabel task",
+                "rerun the experiment's train jobs (snakemake --forcerun train)",
+            )
+        metric = multilabel_metric(settings.threshold, names)
+        folds = table_fold_metrics(predictions, metric)
+        metrics = table_pooled_metrics(predictions, folds, reference, settings, metric, "macro_auc")
     else:
         folds = fold_metrics(predictions, settings.threshold)
         metrics = pooled_metrics(predictions, folds, reference, settings)

@@ -35,7 +35,7 @@ IMAGE_CHANNELS: dict[str, tuple[str, int]] = {
 
 #: Methods that adapt one image backbone with a classification head (``AdaptationMethod``
 #: subclasses; a test keeps this equal to the registry): what the train rule trains for a
-#: binary experiment.
+#: binary experiment on image inputs, and for a multilabel one (one logit per label).
 IMAGE_METHODS = frozenset({"linear_probe", "full_finetune", "scratch", "lora", "dora", "molre"})
 #: Paper 5's methods (reading CT and/or PET only): what it trains for segmentation+survival.
 SEGMENTATION_SURVIVAL_METHODS = frozenset({"pemma", "early_fusion", "ct_only"})

@@ -12,7 +12,7 @@ and needs no normality assumption for small cohorts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,11 +20,16 @@ from sklearn import metrics as skm
 
 __all__ = [
     "BINARY_METRICS",
+    "MULTILABEL_METRICS",
     "SEGMENTATION_SURVIVAL_METRICS",
     "binary_metrics",
     "bootstrap_intervals",
     "bootstrap_table_intervals",
     "harrell_c",
+    "label_columns",
+    "macro_auc",
+    "multilabel_metrics",
+    "multilabel_table_metrics",
     "paired_auc_comparison",
     "paired_table_comparison",
     "safe_auc",
@@ -41,6 +46,19 @@ BINARY_METRICS = (
     "mcc",
 )
 
+
+#: Multi-label classification (paper 3: several 0/1 findings per scan), the labels' own
+#: metrics averaged over labels (each label counts once, whatever its prevalence): macro
+#: ROC AUC, macro F1, subset (exact-match) accuracy, mean per-label accuracy (1 - Hamming
+#: loss) and mean per-label balanced accuracy. Besides these, :func:`multilabel_metrics`
+#: gives every label's own AUC as ``auc_<label>``.
+MULTILABEL_METRICS = (
+    "macro_auc",
+    "macro_f1",
+    "subset_accuracy",
+    "mean_accuracy",
+    "mean_balanced_accuracy",
+)
 
 #: Pooled over out-of-fold subjects: Harrell's C of the predicted risks, mean Dice and mean
 #: HD95 (mm; subjects with an empty predicted or true mask, where it is undefined, left out).
@@ -94,6 +112,94 @@ def binary_metrics(
         "specificity": float(tn / (tn + fp)) if tn + fp else float("nan"),
         "mcc": float(skm.matthews_corrcoef(labels, predicted)),
     }
+
+
+def macro_auc(
+    labels: np.ndarray, probabilities: np.ndarray, partial: bool = False
+) -> tuple[float, np.ndarray]:
+    """Macro ROC AUC of 0/1 ``labels`` ``(N, L)`` and probabilities ``(N, L)``, and the AUC of
+    every label ``(L,)`` (NaN where a label holds one class, so its AUC is undefined).
+
+    The macro value is scikit-learn's ``roc_auc_score(average="macro")``, the unweighted mean
+    of the labels' AUCs. With a label undefined it is NaN, unless ``partial``: then the mean
+    over the labels that hold both classes (NaN when none does), which is what a small
+    validation part can give for model selection."""
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    per_label = np.array(
+        [safe_auc(labels[:, k], probabilities[:, k]) for k in range(labels.shape[1])]
+    )
+    defined = np.isfinite(per_label)
+    if not defined.any() or (not partial and not defined.all()):
+        return float("nan"), per_label
+    value = skm.roc_auc_score(labels[:, defined], probabilities[:, defined], average="macro")
+    return float(value), per_label
+
+
+def multilabel_metrics(
+    labels: np.ndarray,
+    probabilities: np.ndarray,
+    names: Sequence[str],
+    threshold: float = 0.5,
+) -> dict[str, float]:
+    """:data:`MULTILABEL_METRICS` and ``auc_<name>`` per label for 0/1 ``labels`` ``(N, L)``
+    and per-label probabilities ``(N, L)`` (label ``k`` is ``names[k]``); a label is
+    predicted present at ``probability >= threshold``.
+
+    Subset accuracy counts a sample right only when all L labels are; mean accuracy is the
+    share of right (sample, label) pairs; macro F1 and balanced accuracy as scikit-learn's
+    (``f1_score(average="macro", zero_division=0)``, ``balanced_accuracy_score`` per label).
+    A metric undefined for some label (AUC or balanced accuracy of a label with one class)
+    makes its mean NaN, as ``roc_auc_score(average="macro")`` refuses it.
+
+    Computed with numpy rather than one scikit-learn call per label because the bootstrap
+    calls this thousands of times: each label's AUC is the Mann-Whitney statistic of the
+    average ranks, which equals ``roc_auc_score`` (ties count one half); the tests check
+    every value against scikit-learn."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).astype(bool)
+    probabilities = np.asarray(probabilities, dtype=float)
+    predicted = probabilities >= threshold
+    positives = labels.sum(axis=0).astype(float)
+    negatives = len(labels) - positives
+    ranks = rankdata(probabilities, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        aucs = ((ranks * labels).sum(axis=0) - positives * (positives + 1) / 2) / (
+            positives * negatives
+        )
+        aucs[(positives == 0) | (negatives == 0)] = np.nan
+        tp = (predicted & labels).sum(axis=0)
+        fp = (predicted & ~labels).sum(axis=0)
+        fn = (~predicted & labels).sum(axis=0)
+        tn = (~predicted & ~labels).sum(axis=0)
+        f1 = np.where(tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 0.0)
+        balanced = (tp / (tp + fn) + tn / (tn + fp)) / 2
+    return {
+        "macro_auc": float(np.mean(aucs)),
+        "macro_f1": float(np.mean(f1)),
+        "subset_accuracy": float(np.mean((predicted == labels).all(axis=1))),
+        "mean_accuracy": float(np.mean(predicted == labels)),
+        "mean_balanced_accuracy": float(np.mean(balanced)),
+    } | {f"auc_{name}": float(value) for name, value in zip(names, aucs, strict=True)}
+
+
+def label_columns(table: pd.DataFrame) -> list[str]:
+    """The label names of a multi-label predictions table: its ``prob_<name>`` columns (each
+    with its ``label_<name>``), in table order."""
+    return [c.removeprefix("prob_") for c in table.columns if c.startswith("prob_")]
+
+
+def multilabel_table_metrics(
+    table: pd.DataFrame, names: Sequence[str], threshold: float = 0.5
+) -> dict[str, float]:
+    """:func:`multilabel_metrics` of a predictions table with ``label_<name>`` (0/1) and
+    ``prob_<name>`` columns per label."""
+    return multilabel_metrics(
+        table[[f"label_{n}" for n in names]].to_numpy(),
+        table[[f"prob_{n}" for n in names]].to_numpy(float),
+        names,
+        threshold,
+    )
 
 
 def _ratio_mean(a: int, b: int, c: int, d: int) -> float:

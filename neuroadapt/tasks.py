@@ -7,6 +7,10 @@ differs:
   to one logit; validation gives BCE loss, accuracy and AUC; two models are kept, best
   validation accuracy and best validation AUC (paper 1); predictions are positive-class
   probabilities.
+* ``multilabel`` (paper 3; :class:`MultilabelTask`): one logit per label (finding);
+  validation gives the mean BCE over labels, the mean per-label accuracy and the macro AUC;
+  the kept models are best validation mean per-label accuracy (``best_acc``) and best
+  validation macro AUC (``best_auc``); predictions are per-label probabilities.
 * ``segmentation+survival`` (paper 5; :class:`SegmentationSurvivalTask`): the model maps
   ``{"ct", "pet"}`` to a GTV segmentation and a risk; validation gives the method's loss,
   the mean Dice of the thresholded segmentations (MONAI) and Harrell's C-index of the risks
@@ -24,12 +28,13 @@ import pandas as pd
 import torch
 
 from neuroadapt.cohort import Cohort
-from neuroadapt.metrics import harrell_c, safe_auc
+from neuroadapt.metrics import harrell_c, macro_auc, safe_auc
 from neuroadapt.train_settings import AugmentSettings
 
 __all__ = [
     "Augmenter",
     "ClassificationTask",
+    "MultilabelTask",
     "MultimodalClassificationTask",
     "SegmentationSurvivalTask",
     "autocast",
@@ -82,7 +87,8 @@ class Augmenter:
 def predict_probabilities(
     model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, bf16: bool
 ) -> np.ndarray:
-    """Positive-class probabilities ``(N,)`` of ``images`` ``(N, C, X, Y, Z)``, eval mode."""
+    """Positive-class probabilities ``(N,)`` of ``images`` ``(N, C, X, Y, Z)``, eval mode; a
+    model with one logit per label (multilabel) gives per-label probabilities ``(N, L)``."""
     model.eval()
     scores = []
     with torch.no_grad(), autocast(device, bf16):
@@ -157,6 +163,49 @@ class MultimodalClassificationTask(ClassificationTask):
                 logits = model(inputs)["logits"].float().squeeze(-1)
                 scores.append(torch.sigmoid(logits).cpu())
         return torch.cat(scores).numpy().astype(np.float64) if scores else np.zeros(0)
+
+
+class MultilabelTask(ClassificationTask):
+    """Multi-label classification of the image tensor (paper 3: several findings per scan).
+
+    The model gives one logit per label; the cohort's labels are ``(N, L)`` 0/1. Validation:
+    ``val_loss`` the BCE averaged over samples and labels (the training loss), ``val_accuracy``
+    the mean per-label accuracy at probability 0.5 (1 - Hamming loss; chosen over subset
+    accuracy, which on a few validation subjects is nearly always 0 and cannot rank epochs),
+    ``val_subset_accuracy`` (all labels right), and ``val_auc`` the macro ROC AUC over the
+    labels that hold both classes in the validation part (scikit-learn)."""
+
+    def validate(self, method, model, cohort, index, device, batch_size, bf16) -> dict:
+        y = cohort.labels[index].numpy()
+        probabilities = self.probabilities(model, cohort, index, device, batch_size, bf16)
+        p = np.clip(probabilities, 1e-7, 1 - 1e-7)
+        predicted = probabilities >= 0.5
+        return {
+            "val_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+            "val_accuracy": float(np.mean(predicted == y)),
+            "val_subset_accuracy": float(np.mean((predicted == y).all(axis=1))),
+            "val_auc": macro_auc(y, probabilities, partial=True)[0],
+        }
+
+    def no_selection_fix(self) -> tuple[str, str]:
+        return (
+            "no label had both classes in the validation part, so no model can be selected "
+            "by macro AUC",
+            "raise splits.validation_fraction so validation holds subjects with and without "
+            "each finding",
+        )
+
+    def predict(self, method, model, cohort, index, device, batch_size, bf16):
+        """Per test sample and label ``<name>``: the true label ``label_<name>`` (0/1) and the
+        probability ``prob_<name>``; no artefacts."""
+        probabilities = self.probabilities(model, cohort, index, device, batch_size, bf16)
+        labels = cohort.labels[index].numpy().astype(int)
+        columns = {}
+        for k, name in enumerate(cohort.label_names):
+            columns[f"label_{name}"] = labels[:, k]
+        for k, name in enumerate(cohort.label_names):
+            columns[f"prob_{name}"] = probabilities[:, k]
+        return columns, {}
 
 
 class SegmentationSurvivalTask:
@@ -275,7 +324,11 @@ def _prefix(row: pd.Series) -> str:
     return row_prefix(row.participant_id, row.session_id)
 
 
-TASKS = {"binary": ClassificationTask, "segmentation+survival": SegmentationSurvivalTask}
+TASKS = {
+    "binary": ClassificationTask,
+    "multilabel": MultilabelTask,
+    "segmentation+survival": SegmentationSurvivalTask,
+}
 
 
 def task_for(name: str, inputs=()):

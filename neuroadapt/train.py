@@ -11,7 +11,8 @@ One call of :func:`run_training` is one Snakemake ``train`` job (experiment x me
   run's settings and inputs, and a stale one (settings changed) is ignored;
 * bf16 autocast on CUDA, plain float32 on CPU;
 * early stopping on the validation loss; two models are kept, as in paper 1: for
-  classification the epoch of best validation accuracy and of best validation AUC, for
+  classification the epoch of best validation accuracy and of best validation AUC (for
+  multilabel: mean per-label accuracy and macro AUC), for
   segmentation+survival of best validation Dice and of best C-index (ties, frequent on
   small validation parts, go to the epoch of lower validation loss); the task object
   (:mod:`neuroadapt.tasks`) makes the batches, the validation metrics and the predictions;
@@ -79,9 +80,11 @@ def build_method(
     where: str,
     image_size: Sequence[int] | None = None,
     extra: Mapping[str, torch.Tensor] | None = None,
+    num_labels: int | None = None,
 ):
     """The registered method ``method`` on the backbone ``backbone`` ({name, weights,
-    sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters).
+    sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters); a
+    multilabel ``task`` gets one output per label (``num_labels``).
 
     Image methods get a backbone reading ``in_channels`` channels and the ``task``; the CT/PET
     methods of paper 5 get the CT network (one channel) for volumes of ``image_size``; the
@@ -124,7 +127,11 @@ def build_method(
     )
     if "seed" in accepted:
         settings.setdefault("seed", seed)
-    return cls(net, **settings) if multimodal else cls(net, task=task, **settings)
+    if multimodal:
+        return cls(net, **settings)
+    if task == "multilabel":
+        settings["num_classes"] = int(num_labels or 0)
+    return cls(net, task=task, **settings)
 
 
 def multimodal_classifier(cls, backbone: Mapping, in_channels: int, extra: Mapping, settings):
@@ -330,9 +337,14 @@ def adapt_batchnorm(
         m.reset_running_stats()
         m.momentum = None
         m.train()
+    # A lone last sample joins the chunk before it (as in epoch_batches): BatchNorm in
+    # training mode cannot take one sample whose deepest map is 1x1x1.
+    bounds = [*range(0, n, batch_size), n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
     with torch.no_grad():
-        for start in range(0, n, batch_size):
-            model(inputs(np.arange(start, min(start + batch_size, n))))
+        for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+            model(inputs(np.arange(start, stop)))
     for m, (momentum, training) in zip(norms, saved, strict=True):
         m.momentum = momentum
         m.train(training)
@@ -422,8 +434,9 @@ def run_training(
     """The ``train`` rule: fit, select, predict the test part, write ``out_dir``.
 
     ``out_dir`` receives ``history.tsv``, ``predictions.tsv`` (fold, participant_id,
-    session_id, selection, then per task: label and probability; or event, time, risk, dice
-    and hd95_mm), ``model-<selection>.pt`` per selection (``best_acc``/``best_auc``;
+    session_id, selection, then per task: label and probability; for multilabel
+    ``label_<name>`` then ``prob_<name>`` per label; or event, time, risk, dice and
+    hd95_mm), ``model-<selection>.pt`` per selection (``best_acc``/``best_auc``;
     ``best_dice``/``best_cindex``), for segmentation ``segmentations-<selection>.npz`` (the
     test part's predicted masks) and ``run.json``. The resume file is removed once they are
     in place.
@@ -451,6 +464,7 @@ def run_training(
         f"{where}.methods",
         image_size=cohort.images.shape[2:],
         extra=cohort.extra,
+        num_labels=len(cohort.label_names) or None,
     )
     config_slice = {
         "experiment": experiment_name,

@@ -215,7 +215,7 @@ def test_an_unknown_method_stops_the_run_at_start_up():
         (
             lambda e: e.update(task="multiclass"),
             r"'experiments.adhd_dti.methods': training on task 'multiclass' is not built yet "
-            r"\(binary or segmentation\+survival only\)",
+            r"\(binary or multilabel or segmentation\+survival only\)",
         ),
         (
             lambda e: e.update(training={"patience": 0}),

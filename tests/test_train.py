@@ -246,3 +246,20 @@ def test_a_lone_last_sample_joins_the_previous_batch():
     assert [len(b) for b in batches] == [4, 5]
     assert sorted(torch.cat(batches).tolist()) == list(range(9))
     assert [b.tolist() for b in epoch_batches(9, 4, 0)] == [b.tolist() for b in batches]
+
+
+def test_batchnorm_adaptation_never_passes_a_lone_sample():
+    """AdaBN over 9 samples in chunks of 4: the ninth joins the second chunk (BatchNorm in
+    training mode refuses one sample of 1x1x1), and every sample is seen once."""
+    from neuroadapt.train import adapt_batchnorm
+
+    model = torch.nn.Sequential(torch.nn.BatchNorm3d(2))
+    data = torch.randn(9, 2, 1, 1, 1)
+    seen = []
+
+    def inputs(index):
+        seen.append(len(index))
+        return data[index]
+
+    adapt_batchnorm(model, inputs, 9, 4)
+    assert seen == [4, 5] and model[0].num_batches_tracked == 2

@@ -65,9 +65,9 @@ def test_default_config_dry_run_plans_demo_and_ingestion(tmp_path):
     for dataset in ("demo_dwi", "demo_petct", "demo_ct_pretrain"):
         assert f"results/{dataset}/subjects.tsv" in out
     assert "demo_dataset        3" in out and "ingest              3" in out
-    for experiment in ("adhd_dti", "ad_multimodal", "hnc_petct"):
+    for experiment in ("adhd_dti", "ad_multimodal", "hnc_petct", "dti_findings"):
         assert f"results/{experiment}/splits" in out
-    assert "splits              3" in out
+    assert "splits              4" in out
 
 
 def test_until_stops_the_plan_after_a_stage(tmp_path):

@@ -14,6 +14,16 @@ holds clinical scores, a small genotype vector (some SNPs with group-dependent a
 frequencies) and free-text clinical reports whose wording follows the (noisy) symptom
 scores, so every modality carries some, but not perfect, information about the label.
 
+Planted findings (multi-label, paper 3), only when ``finding_size`` is not 0: each of
+:data:`FINDINGS` (a participants.tsv 0/1 column) raises diffusivities in its own region (a
+pair of tracts, or a tissue outside every named tract, so never the effect region) by
+``1 + weight x finding_size``: one focal, two diffuse, so they differ in how hard they are
+to find. Every block of 8 consecutive subjects takes each of the 8 combinations of the
+three findings once, in a seeded order per block, so findings are about independent of
+diagnosis, site and sex and every combination is frequent enough to split; the findings
+never draw from the subjects' random streams, so the rest of each subject's data is the
+same with or without them.
+
 Ground truth (motion parameters, noise-free FA/MD, tissue labels, the effect mask, the
 T1w-to-DWI pose) goes to ``truth_dir``, outside the BIDS tree.
 """
@@ -99,6 +109,7 @@ class DwiCohortSpec:
     snr: float = 25.0
     effect_region: str = "corpus_callosum"
     effect_size: float = 0.25
+    finding_size: float = 0.0
     motion_translation_mm: float = 0.4
     motion_rotation_deg: float = 0.4
     n_snps: int = 20
@@ -145,6 +156,12 @@ class DwiCohortSpec:
         if not -0.9 < self.effect_size < 5:
             raise ConfigError(
                 f"{where}.effect_size", "must lie in (-0.9, 5)", "use e.g. 0.25 (25% higher RD)"
+            )
+        if not -0.9 < self.finding_size < 5:
+            raise ConfigError(
+                f"{where}.finding_size",
+                "must lie in (-0.9, 5)",
+                "use e.g. 1.0 (radial diffusivity doubled in the SLFs), 0 for none",
             )
         if not 0 <= self.n_informative_snps <= self.n_snps:
             raise ConfigError(
@@ -208,6 +225,13 @@ def generate_dwi_cohort(spec: DwiCohortSpec, bids_dir: Path, truth_dir: Path) ->
             "effect_size": spec.effect_size,
             "description": "Patients (diagnosis ADHD) have radial diffusivity multiplied by "
             "1 + effect_size in the region: lower FA, higher MD.",
+            "finding_size": spec.finding_size,
+            "findings": {
+                name: asdict(finding) | {"factor": 1 + finding.weight * spec.finding_size}
+                for name, finding in FINDINGS.items()
+            }
+            if spec.finding_size
+            else {},
             "spec": asdict(spec),
         },
     )
@@ -232,8 +256,62 @@ def draw_participants(spec: DwiCohortSpec) -> pd.DataFrame:
                 "diagnosis": "ADHD" if patient else "TD",
                 "site_index": site,
             }
+            | (draw_findings(spec, index) if spec.finding_size else {})
         )
     return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A planted finding: where (the named ``tracts``, or else the ``tissue`` outside every
+    tract), which diffusivities (radial only, or with ``isotropic`` axial too: MD up, FA
+    kept) and how strongly (multiplied by ``1 + weight x finding_size``)."""
+
+    description: str
+    tracts: tuple[str, ...] = ()
+    tissue: str | None = None
+    isotropic: bool = False
+    weight: float = 1.0
+
+    def mask(self, sample: brain.PhantomSample) -> np.ndarray:
+        """Where the finding acts, (N,) bool over the sampled points."""
+        if self.tracts:
+            return np.isin(sample.region, [brain.region_index(t) for t in self.tracts])
+        code = {v: k for k, v in brain.TISSUE_NAMES.items()}[self.tissue]
+        return (sample.tissue == code) & (sample.region == 0)
+
+
+#: Planted findings by participants.tsv column: a focal one in the superior longitudinal
+#: fasciculi (as strong as the diagnosis effect in the corpus callosum), and two diffuse,
+#: milder ones, diffuse white-matter injury and grey-matter oedema.
+FINDINGS: dict[str, Finding] = {
+    "slf_degeneration": Finding(
+        "superior longitudinal fasciculus degeneration: radial diffusivity up in both SLFs",
+        tracts=("slf_left", "slf_right"),
+    ),
+    "diffuse_wm_injury": Finding(
+        "diffuse white-matter injury: radial diffusivity up in white matter outside the "
+        "named tracts",
+        tissue="wm",
+        weight=0.25,
+    ),
+    "gm_oedema": Finding(
+        "grey-matter oedema: axial and radial diffusivity up in cortex and thalami",
+        tissue="gm",
+        isotropic=True,
+        weight=0.25,
+    ),
+}
+
+
+def draw_findings(spec: DwiCohortSpec, index: int) -> dict[str, int]:
+    """Subject ``index``'s planted findings, 0/1 per :data:`FINDINGS` column: every block of
+    ``2 ** len(FINDINGS)`` consecutive subjects takes each combination once, in an order
+    seeded per block (its own generator: no subject stream is touched)."""
+    size = 2 ** len(FINDINGS)
+    block, position = divmod(index, size)
+    code = int(np.random.default_rng([spec.seed, 4000, block]).permutation(size)[position])
+    return {name: (code >> k) & 1 for k, name in enumerate(FINDINGS)}
 
 
 @dataclass(frozen=True)
@@ -246,6 +324,7 @@ class _SubjectModel:
     s0_factor: float
     head_centre_mm: tuple[float, float, float]
     head_tilt_deg: tuple[float, float, float]
+    findings: tuple[str, ...] = ()  # planted findings (FINDINGS keys) the subject has
 
     @classmethod
     def draw(cls, spec, anatomy, row, rng) -> _SubjectModel:
@@ -257,6 +336,7 @@ class _SubjectModel:
             s0_factor=float(rng.normal(1.0, 0.02)),
             head_centre_mm=tuple(float(v) for v in rng.normal([0, 8, 12], 3.0)),
             head_tilt_deg=tuple(float(v) for v in rng.normal(0, [3.0, 1.5, 1.5])),
+            findings=tuple(name for name in FINDINGS if int(row.get(name, 0)) == 1),
         )
 
     def head_to_world(self) -> np.ndarray:
@@ -276,6 +356,12 @@ class _SubjectModel:
         radial[sample.tissue == brain.WHITE_MATTER] *= self.radial_factor
         if self.patient:
             radial[sample.region == brain.region_index(spec.effect_region)] *= 1 + spec.effect_size
+        for name in self.findings:
+            finding = FINDINGS[name]
+            where = finding.mask(sample)
+            radial[where] *= 1 + finding.weight * spec.finding_size
+            if finding.isotropic:
+                axial[where] *= 1 + finding.weight * spec.finding_size
         return axial, radial, s0 * self.s0_factor
 
 
@@ -532,6 +618,15 @@ def _write_dataset_files(spec: DwiCohortSpec, bids_dir: Path, participants: pd.D
                     "TD": "typically developing control",
                 },
             },
+        }
+        | {
+            name: {
+                "Description": f"Planted imaging finding, {finding.description} "
+                f"(x {1 + finding.weight * spec.finding_size:g})",
+                "Levels": {"1": "present", "0": "absent"},
+            }
+            for name, finding in FINDINGS.items()
+            if spec.finding_size
         },
     )
 

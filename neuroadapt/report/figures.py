@@ -22,6 +22,7 @@ __all__ = [
     "kaplan_meier",
     "parameters_vs_auc",
     "parameters_vs_metric",
+    "per_label_auc",
     "png",
     "qc_distributions",
     "roc_curves",
@@ -172,9 +173,56 @@ def parameters_vs_metric(
             ylabel=label,
             title=f"cost against benefit ({selection})",
         )
-        if metric in ("auc", "c_index", "dice"):
+        if metric in ("auc", "c_index", "dice", "macro_auc"):
             ax.set_ylim(0, 1.02)
         ax.legend(fontsize=8)
+    return png(figure)
+
+
+#: How a multi-label figure names the model selections.
+SELECTION_NAMES = {
+    "best_auc": "best validation macro AUC",
+    "best_acc": "best validation mean per-label accuracy",
+}
+
+
+def per_label_auc(
+    metrics: pd.DataFrame, methods: Sequence[str], labels: Sequence[str], selection: str
+) -> bytes:
+    """Pooled out-of-fold AUC of every label (groups) and method (bars) with 95% bootstrap
+    intervals, for the models of ``selection``; ``metrics`` has ``auc_<label>`` and its
+    ``_low``/``_high`` per method and selection (a multilabel metrics.tsv)."""
+    rows = metrics[metrics.selection == selection].set_index("method")
+    present = [m for m in methods if m in rows.index]
+    colours = _colours(methods)
+    figure, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(labels) * max(1, len(present))), 4))
+    width = 0.8 / max(1, len(present))
+    for i, method in enumerate(present):
+        row = rows.loc[method]
+        x = np.arange(len(labels)) + (i - (len(present) - 1) / 2) * width
+        values = np.array([row[f"auc_{label}"] for label in labels], dtype=float)
+        low = np.array([row[f"auc_{label}_low"] for label in labels], dtype=float)
+        high = np.array([row[f"auc_{label}_high"] for label in labels], dtype=float)
+        ax.bar(x, values, width * 0.9, color=colours[method], label=method)
+        ax.errorbar(
+            x,
+            values,
+            yerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)],
+            fmt="none",
+            ecolor="#333333",
+            capsize=3,
+            lw=1,
+        )
+    ax.axhline(0.5, color="#999999", ls="--", lw=1)
+    ax.set_xticks(range(len(labels)), [label.replace("_", " ") for label in labels], rotation=15)
+    ax.set(
+        ylabel="pooled out-of-fold AUC (95% CI)",
+        ylim=(0, 1.02),
+        title="AUC per label (models selected by "
+        + SELECTION_NAMES.get(selection, selection)
+        + ")",
+    )
+    ax.legend(fontsize=8, loc="lower right")
     return png(figure)
 
 

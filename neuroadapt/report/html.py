@@ -4,11 +4,12 @@
 splits, metrics, resources, run summaries), makes the report's figures and renders
 ``templates/report.html`` with Jinja2. Sections appear only for what the configuration ran;
 experiments that trained nothing are listed as such. An experiment's ``task`` picks its
-results section: classification scores (:func:`results_section`) or, when the task contains
-``segmentation`` or ``survival``, C-index / Dice / HD95, Kaplan-Meier curves and example
-segmentations (:func:`neuroadapt.report.segsurv.segsurv_section`). Per-subject QC figures are linked
-(relative paths, so the links work wherever the results folder is opened) and a few are
-embedded.
+results section: classification scores (:func:`results_section`), for ``multilabel`` macro
+AUC and per-label AUC (:func:`neuroadapt.report.multilabel.multilabel_section`) or, when the
+task contains ``segmentation`` or ``survival``, C-index / Dice / HD95, Kaplan-Meier curves
+and example segmentations (:func:`neuroadapt.report.segsurv.segsurv_section`).
+Per-subject QC figures are linked (relative paths, so the links work wherever the results
+folder is opened) and a few are embedded.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from neuroadapt.io import atomic_write_text
 from neuroadapt.metrics import BINARY_METRICS
 from neuroadapt.report import figures
 from neuroadapt.report.figures import data_uri
+from neuroadapt.report.multilabel import is_multilabel, multilabel_section
 from neuroadapt.report.segsurv import is_segmentation_survival, segsurv_section
 from neuroadapt.subjects import read_subjects_table
 
@@ -77,6 +79,11 @@ def fold_balance(experiment: Mapping, splits_dir: Path, subjects: pd.DataFrame) 
             if isinstance(target, str) and target in part.columns:
                 counts = part[target].value_counts().sort_index()
                 row["classes"] = ", ".join(f"{k}: {v}" for k, v in counts.items())
+            elif isinstance(target, list) and set(target) <= set(part.columns):
+                # multilabel: the subjects with each finding
+                row["classes"] = ", ".join(
+                    f"{c}: {int((part[c].astype(str) == '1').sum())}" for c in target
+                )
             if "age" in part.columns:
                 row["age"] = f"{pd.to_numeric(part.age, errors='coerce').mean():.1f}"
             rows.append(row)
@@ -231,6 +238,23 @@ def methods_paragraph(config: Mapping) -> str:
         if is_segmentation_survival(experiment):
             parts.append(_segsurv_methods(name, experiment, backbone, folds, training))
             continue
+        if is_multilabel(experiment):
+            threshold = config.get("evaluation", {}).get("threshold", 0.5)
+            parts.append(
+                f"For {name}, {', '.join(experiment['methods'])} adapted a {backbone} backbone "
+                f"to detect {len(experiment['target'])} findings "
+                f"({', '.join(experiment['target'])}; one sigmoid output each, binary "
+                f"cross-entropy) in {folds}-fold subject-level cross-validation stratified "
+                "iteratively over the findings (up to "
+                f"{training.get('epochs', 50)} epochs, early stopping after "
+                f"{training.get('patience', 10)} epochs without validation-loss improvement, "
+                "AdamW); models were selected by validation mean per-label accuracy and by "
+                "validation macro AUC, and evaluated on out-of-fold predictions (macro and "
+                "per-label AUC, macro F1, subset accuracy, mean per-label balanced accuracy at "
+                f"probability {threshold:g}) with bootstrap 95% intervals and paired bootstrap "
+                "comparisons of macro AUC against the reference method."
+            )
+            continue
         parts.append(
             f"For {name}, {', '.join(experiment['methods'])} adapted a {backbone} backbone "
             f"to predict {experiment['target']} in {folds}-fold subject-level stratified "
@@ -308,6 +332,11 @@ def build_report(
             section = segsurv_section(name, experiment, paths, runs) | _provenance(runs)
             results.append(section)
             missing += [f"{name}: {note}" for note in section["notes"]]
+        elif "metrics" in paths and is_multilabel(experiment):
+            runs = [json.loads(Path(p).read_text()) for p in paths.get("runs", [])]
+            threshold = config.get("evaluation", {}).get("threshold", 0.5)
+            section = multilabel_section(name, experiment, paths, runs) | _provenance(runs)
+            results.append(section | {"threshold": threshold})
         elif "metrics" in paths:
             results.append(results_section(name, experiment, paths))
         else:
