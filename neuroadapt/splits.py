@@ -226,13 +226,20 @@ def _strata(subjects: pd.DataFrame, target, task, survival, settings: SplitSetti
 
 
 def class_labels(subjects: pd.DataFrame, target, task, survival) -> pd.Series:
-    """The class each subject counts towards in the 'too few subjects per class' checks."""
+    """The class each subject counts towards in the 'too few subjects per class' checks.
+    Multi-label: one entry per subject and label (``<label>=0``/``<label>=1``), so each
+    label's positives and negatives must spread over the folds, not each combination of
+    labels (with many findings nearly every combination is unique; iterative stratification
+    balances the labels one by one)."""
     if task in ("binary", "multiclass"):
         return subjects[target].astype(str)
     if survival:
         return subjects[survival["event"]].astype(str).radd("event=")
     if task == "multilabel":
-        return subjects["stratum"]
+        return pd.concat(
+            [subjects[column].astype(str).radd(f"{column}=") for column in target],
+            ignore_index=True,
+        )
     return pd.Series("all", index=subjects.index)
 
 

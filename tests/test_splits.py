@@ -206,6 +206,24 @@ def test_multilabel_uses_iterative_stratification():
         np.testing.assert_allclose(prevalence, labels.mean(), atol=0.06)
 
 
+def test_multilabel_feasibility_counts_each_label_not_each_combination():
+    """Eight findings on 36 subjects: nearly every combination of findings is unique, yet
+    each finding has enough positives and negatives for 3 folds; a finding with only 2
+    positives cannot be spread over 3 folds and is named."""
+    rng = np.random.default_rng(4)
+    rows = cohort(36)
+    target = [f"finding{k}" for k in range(8)]
+    for label in target:
+        rows[label] = (rng.random(len(rows)) < 0.5).astype(int).astype(str)
+    assert rows[target].agg("".join, axis=1).value_counts().min() < 3
+    result = split(rows, "multilabel", target=target, folds=3)
+    assert roles(result).eq("test").sum(axis=1).eq(1).all()
+    rows["finding7"] = "0"
+    rows.loc[:1, "finding7"] = "1"
+    with pytest.raises(ConfigError, match="class 'finding7=1' has only 2 subjects"):
+        split(rows, "multilabel", target=target, folds=3)
+
+
 # ----------------------------------------------------------------- balance
 
 
