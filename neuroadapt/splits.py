@@ -199,11 +199,15 @@ def _strata(subjects: pd.DataFrame, target, task, survival, settings: SplitSetti
         return subjects[target].astype(str)
     if task == "multilabel":
         values = subjects[list(target)].astype(str)
-        if not values.isin(["0", "1"]).all().all():
+        bad = ~values.isin(["0", "1"])
+        if bad.any().any():
+            column = bad.any().idxmax()
+            who = subjects.participant_id[bad[column]].tolist()
             raise InputError(
                 "subjects.tsv",
-                f"multi-label target columns {list(target)} must hold 0 or 1",
-                "encode each label as its own 0/1 column",
+                f"multi-label target column '{column}' must hold 0 or 1; "
+                f"{', '.join(map(str, who[:5]))} hold {values[column][bad[column]].iloc[0]!r}",
+                "encode each label as its own 0/1 column in the dataset's participants.tsv",
             )
         return values.agg("".join, axis=1)
     if survival:

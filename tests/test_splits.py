@@ -222,6 +222,9 @@ def test_multilabel_feasibility_counts_each_label_not_each_combination():
     rows.loc[:1, "finding7"] = "1"
     with pytest.raises(ConfigError, match="class 'finding7=1' has only 2 subjects"):
         split(rows, "multilabel", target=target, folds=3)
+    rows.loc[5, "finding3"] = "nan"
+    with pytest.raises(InputError, match=r"column 'finding3' must hold 0 or 1; sub-\w+ hold 'nan'"):
+        split(rows, "multilabel", target=target, folds=3)
 
 
 # ----------------------------------------------------------------- balance
