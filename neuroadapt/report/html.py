@@ -27,6 +27,7 @@ import yaml
 from neuroadapt.io import atomic_write_text
 from neuroadapt.metrics import BINARY_METRICS
 from neuroadapt.report import figures
+from neuroadapt.report.cells import comparison, interval
 from neuroadapt.report.figures import data_uri
 from neuroadapt.report.multilabel import is_multilabel, multilabel_section
 from neuroadapt.report.segsurv import is_segmentation_survival, segsurv_section
@@ -161,17 +162,9 @@ def results_section(name: str, experiment: Mapping, paths: Mapping) -> dict:
     table = []
     for _, row in metrics.iterrows():
         entry = {"method": row.method, "selection": row.selection, "n": int(row.n)}
-        for metric in BINARY_METRICS:
-            entry[metric] = (
-                f"{row[metric]:.3f} [{row[f'{metric}_low']:.2f}, {row[f'{metric}_high']:.2f}]"
-            )
+        entry |= {metric: interval(row, metric) for metric in BINARY_METRICS}
         entry["fold_auc"] = f"{row.auc_fold_mean:.3f} ± {row.auc_fold_sd:.3f}"
-        if pd.notna(row.p_value):
-            entry["delta"] = (
-                f"{row.delta_auc:+.3f} [{row.delta_auc_low:+.2f}, {row.delta_auc_high:+.2f}]"
-            )
-            entry["p"] = f"{row.p_value:.3f}"
-            entry["significant"] = bool(row.p_value < 0.05)
+        entry |= comparison(row, "delta_auc")
         table.append(entry)
     return {
         "name": name,

@@ -18,6 +18,7 @@ import pandas as pd
 
 from neuroadapt.metrics import label_columns
 from neuroadapt.report import figures
+from neuroadapt.report.cells import comparison, interval
 from neuroadapt.report.figures import data_uri
 
 __all__ = ["FIGURE_SELECTION", "METRICS", "is_multilabel", "multilabel_section"]
@@ -39,27 +40,15 @@ def is_multilabel(experiment: Mapping) -> bool:
     return experiment.get("task") == "multilabel"
 
 
-def _interval(row: pd.Series, metric: str) -> str:
-    if metric not in row or pd.isna(row[metric]):
-        return "n/a"
-    return f"{row[metric]:.3f} [{row[f'{metric}_low']:.2f}, {row[f'{metric}_high']:.2f}]"
-
-
 def metrics_table(metrics: pd.DataFrame) -> list[dict]:
     """Rows of the metrics table, formatted: value [95% CI], fold mean ± sd, Δ and p."""
     table = []
     for _, row in metrics.iterrows():
         entry = {"method": row.method, "selection": row.selection, "n": int(row.n)}
-        entry |= {metric: _interval(row, metric) for metric in METRICS}
+        entry |= {metric: interval(row, metric) for metric in METRICS}
         mean, sd = row.get("macro_auc_fold_mean"), row.get("macro_auc_fold_sd")
         entry["fold_auc"] = f"{mean:.3f} ± {sd:.3f}" if pd.notna(mean) and pd.notna(sd) else ""
-        if pd.notna(row.get("p_value")):
-            entry["delta"] = (
-                f"{row.delta_macro_auc:+.3f} "
-                f"[{row.delta_macro_auc_low:+.2f}, {row.delta_macro_auc_high:+.2f}]"
-            )
-            entry["p"] = f"{row.p_value:.3f}"
-            entry["significant"] = bool(row.p_value < 0.05)
+        entry |= comparison(row, "delta_macro_auc")
         table.append(entry)
     return table
 
@@ -70,7 +59,7 @@ def label_table(metrics: pd.DataFrame, labels: list[str]) -> list[dict]:
         {
             "method": row.method,
             "selection": row.selection,
-            "aucs": [_interval(row, f"auc_{label}") for label in labels],
+            "aucs": [interval(row, f"auc_{label}") for label in labels],
         }
         for _, row in metrics.iterrows()
     ]

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from neuroadapt.report import figures
+from neuroadapt.report.cells import comparison, interval
 from neuroadapt.report.figures import data_uri
 from neuroadapt.subjects import row_folder, row_prefix
 
@@ -110,15 +111,6 @@ def example_subjects(
     return picks
 
 
-def _interval(row: pd.Series, metric: str, digits: int, ci_digits: int) -> str:
-    if pd.isna(row[metric]):
-        return "n/a"
-    return (
-        f"{row[metric]:.{digits}f} "
-        f"[{row[f'{metric}_low']:.{ci_digits}f}, {row[f'{metric}_high']:.{ci_digits}f}]"
-    )
-
-
 def metrics_table(metrics: pd.DataFrame, columns: list[str]) -> list[dict]:
     """The rows of the metrics table, formatted (value [95% CI], fold mean ± sd, Δ, p)."""
     table = []
@@ -126,18 +118,12 @@ def metrics_table(metrics: pd.DataFrame, columns: list[str]) -> list[dict]:
         entry = {"method": row.method, "selection": row.selection, "n": int(row.n)}
         for metric in columns:
             _, digits, ci_digits = METRICS[metric]
-            entry[metric] = _interval(row, metric, digits, ci_digits)
+            entry[metric] = interval(row, metric, digits, ci_digits)
             mean, sd = row.get(f"{metric}_fold_mean"), row.get(f"{metric}_fold_sd")
             entry[f"{metric}_folds"] = (
                 f"{mean:.{digits}f} ± {sd:.{digits}f}" if pd.notna(mean) and pd.notna(sd) else ""
             )
-        if "p_value" in row and pd.notna(row.p_value):
-            entry["delta"] = (
-                f"{row.delta_c_index:+.3f} "
-                f"[{row.delta_c_index_low:+.2f}, {row.delta_c_index_high:+.2f}]"
-            )
-            entry["p"] = f"{row.p_value:.3f}"
-            entry["significant"] = bool(row.p_value < 0.05)
+        entry |= comparison(row, "delta_c_index")
         table.append(entry)
     return table
 
