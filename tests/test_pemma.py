@@ -98,17 +98,24 @@ def test_unetr_pieces_chain_to_monai_forward():
 
 
 def test_paper_size_backbone_and_pemma_share_of_early_fusion():
-    """unetr_ct: 96^3, hidden 768, 216 tokens. PEMMA (r=8) trains a small fraction of what
-    early fusion trains (paper: about 8%); counted in closed form on meta-device shapes."""
+    """unetr_ct: 96^3, hidden 768, 216 tokens. The real PEMMA (r=8) and early fusion, built
+    on the meta device (shapes only), match the closed forms, and PEMMA trains 4.0% of what
+    early fusion trains (paper: about 8%), 86% of it the PET patch embedding."""
     with torch.device("meta"):
         ct = unetr_ct()
+        size = n_params(ct)
+        pemma = Pemma(unetr_ct(), r=8).parameter_report()
+        early = EarlyFusion(unetr_ct()).parameter_report()
     assert ct.num_patches == 216 and ct.feature_dim == 768 and ct.img_size == (96, 96, 96)
-    pemma = sum(pemma_counts(768, 16, 216, 8, dora=False).values())
+    parts = pemma_counts(768, 16, 216, 8, dora=False)
+    assert pemma.trainable == sum(parts.values())
+    assert pemma.total == size + pemma.trainable
     head = 768 * 128 + 128 + 128
-    early = n_params(ct) + 768 * 16**3 + 16 * 27 + 16 + head  # + a second input channel
-    share = pemma / early
-    print(f"unetr_ct {n_params(ct):,} params; PEMMA trains {pemma:,} = {100 * share:.1f}% of EF")
-    assert share < 0.1
+    assert early.trainable == size + 768 * 16**3 + 16 * 27 + 16 + head  # + a second channel
+    share = pemma.trainable / early.trainable
+    print(f"unetr_ct {size:,} params; PEMMA trains {pemma.trainable:,} = {100 * share:.1f}% of EF")
+    assert share == pytest.approx(0.0402, abs=5e-4)
+    assert parts["pet_embedding"] / pemma.trainable == pytest.approx(0.858, abs=1e-3)
 
 
 def test_bare_monai_unetr_checkpoint_loads(tmp_path):
