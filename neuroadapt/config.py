@@ -279,6 +279,14 @@ def _check_training(config: dict, name: str) -> None:
             "use folds with group_by instead",
         )
     training_settings(merged_training(config, name), f"{where}.training")
+    for method in experiment["methods"]:
+        if "head_hidden" in (config.get("method_settings") or {}).get(method, {}):
+            raise ConfigError(
+                f"method_settings.{method}.head_hidden",
+                "the head is the same for every method of an experiment, so a comparison "
+                "does not mix head size with the adaptation method",
+                "set training.head_hidden (or the experiment's training.head_hidden) instead",
+            )
 
 
 # Experiment inputs that come from the diffusion stage.

@@ -81,10 +81,13 @@ def build_method(
     image_size: Sequence[int] | None = None,
     extra: Mapping[str, torch.Tensor] | None = None,
     num_labels: int | None = None,
+    head_hidden: int | None = 128,
 ):
     """The registered method ``method`` on the backbone ``backbone`` ({name, weights,
     sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters); a
-    multilabel ``task`` gets one output per label (``num_labels``).
+    multilabel ``task`` gets one output per label (``num_labels``). Every method with a head
+    gets the experiment's ``head_hidden`` (``training.head_hidden``), so heads do not differ
+    between the methods compared.
 
     Image methods get a backbone reading ``in_channels`` channels and the ``task``; the CT/PET
     methods of paper 5 get the CT network (one channel) for volumes of ``image_size``; the
@@ -106,6 +109,13 @@ def build_method(
         "encoders",
         "task",
     }
+    if "head_hidden" in settings:
+        raise ConfigError(
+            f"method_settings.{method}.head_hidden",
+            "is set for every method of an experiment alike, so a comparison does not mix "
+            "head size with the adaptation method",
+            "set training.head_hidden (or the experiment's training.head_hidden) instead",
+        )
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise ConfigError(
@@ -113,6 +123,8 @@ def build_method(
             f"is not a parameter of method {method}",
             f"use one of: {', '.join(sorted(accepted))}",
         )
+    if "head_hidden" in accepted:
+        settings["head_hidden"] = head_hidden
     torch.manual_seed(seed)  # adapter and head initialisation
     if method in MULTIMODAL_CLASSIFICATION_METHODS:
         return multimodal_classifier(cls, backbone, in_channels, extra or {}, settings)
@@ -442,10 +454,12 @@ def run_training(
     in place.
     """
     from neuroadapt.cohort import load_cohort
+    from neuroadapt.methods import get_method
     from neuroadapt.provenance import git_commit, package_versions
+    from neuroadapt.tuning import trial_settings, tuned_method_settings, tuned_names
 
     where = f"experiments.{experiment_name}"
-    settings, augment = training_settings(training, "training")
+    settings, augment, tuning = training_settings(training, "training")
     torch.set_num_threads(max(1, int(threads)))
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -454,19 +468,10 @@ def run_training(
         torch.cuda.reset_peak_memory_stats(dev)
     cohort = load_cohort(subjects_table, fold_table, tensors, experiment, where, masks)
     task = task_for(experiment["task"], experiment["inputs"])
-    method = build_method(
-        method_name,
-        backbone,
-        cohort.images.shape[1],
-        experiment["task"],
-        method_settings,
-        settings.seed,
-        f"{where}.methods",
-        image_size=cohort.images.shape[2:],
-        extra=cohort.extra,
-        num_labels=len(cohort.label_names) or None,
-    )
-    config_slice = {
+    method_cls = get_method(method_name) if tuning.enabled else None
+    tuned = tuning.enabled and bool(tuned_names(method_cls, tuning))
+    trials = trial_settings(method_cls, tuning) if tuned else [{}]
+    base_slice = {
         "experiment": experiment_name,
         "method": method_name,
         "fold": fold,
@@ -476,20 +481,47 @@ def run_training(
         "backbone": dict(backbone),
     }
     label = f"{experiment_name}/{method_name}/fold-{fold}"
-    result = fit(
-        method,
-        cohort,
-        settings,
-        augment,
-        dev,
-        resume_path,
-        fingerprint_of(config_slice, [subjects_table, fold_table]),
-        tensorboard_dir,
-        progress,
-        label,
-        fold_table,
-        task,
-    )
+    tuning_rows, best = [], None
+    for number, values in enumerate(trials, start=1):
+        method = build_method(
+            method_name,
+            backbone,
+            cohort.images.shape[1],
+            experiment["task"],
+            tuned_method_settings(method_settings, values),
+            settings.seed,
+            f"{where}.methods",
+            image_size=cohort.images.shape[2:],
+            extra=cohort.extra,
+            num_labels=len(cohort.label_names) or None,
+            head_hidden=settings.head_hidden,
+        )
+        config_slice = base_slice | (
+            {"tuning": asdict(tuning), "trial": number, "tuned": values} if tuned else {}
+        )
+        result = fit(
+            method,
+            cohort,
+            settings,
+            augment,
+            dev,
+            trial_resume_path(resume_path, number) if tuned else resume_path,
+            fingerprint_of(config_slice, [subjects_table, fold_table]),
+            f"{tensorboard_dir}/trial-{number}" if tuned and tensorboard_dir else tensorboard_dir,
+            progress,
+            f"{label}/trial-{number}" if tuned else label,
+            fold_table,
+            task,
+        )
+        val_loss = min(row["val_loss"] for row in result.history)
+        tuning_rows.append(
+            {"trial": number, **values, "val_loss": val_loss, "epochs_run": len(result.history)}
+        )
+        if best is None or val_loss < best[0]:  # the first among equals
+            best = (val_loss, number, method, result, config_slice)
+    _, chosen_trial, method, result, config_slice = best
+    for row in tuning_rows:
+        row["chosen"] = row["trial"] == chosen_trial
     test = cohort.indices("test")
     predictions, artefacts = [], {}
     for selection in task.selections:
@@ -527,11 +559,22 @@ def run_training(
             name: {"epoch": chosen["epoch"], "validation_value": chosen["value"]}
             for name, chosen in result.selected.items()
         },
+        "tuning": {
+            "trials": len(tuning_rows),
+            "chosen_trial": chosen_trial,
+            "chosen": dict(config_slice.get("tuned", {})),
+        }
+        if tuned
+        else None,
     }
     with atomic_directory(out_dir) as staging:
         pd.DataFrame(result.history).to_csv(
             staging / "history.tsv", sep="\t", index=False, lineterminator="\n"
         )
+        if tuned:
+            pd.DataFrame(tuning_rows).to_csv(
+                staging / "tuning.tsv", sep="\t", index=False, lineterminator="\n"
+            )
         pd.concat(predictions).to_csv(
             staging / "predictions.tsv", sep="\t", index=False, na_rep="n/a", lineterminator="\n"
         )
@@ -547,4 +590,13 @@ def run_training(
             )
         (staging / "run.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     Path(resume_path).unlink(missing_ok=True)
+    for number in range(1, len(trials) + 1):
+        trial_resume_path(resume_path, number).unlink(missing_ok=True)
     return summary
+
+
+def trial_resume_path(resume_path: str | Path, trial: int) -> Path:
+    """The resume file of one tuning trial beside the run's (``fold-1.pt`` ->
+    ``fold-1.trial-2.pt``): a requeued job skips finished trials and resumes the current one."""
+    path = Path(resume_path)
+    return path.with_name(f"{path.stem}.trial-{trial}{path.suffix}")
