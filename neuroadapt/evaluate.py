@@ -81,6 +81,31 @@ def read_runs(run_dirs: Sequence[str | Path]) -> tuple[pd.DataFrame, list[dict]]
     return pd.concat(frames, ignore_index=True), summaries
 
 
+#: Columns of tuning.tsv before the tuned settings (which differ by method).
+TUNING_KEYS = ["experiment", "method", "fold", "trial"]
+
+
+def tuning_table(experiment: str, run_dirs: Sequence[str | Path], summaries) -> pd.DataFrame:
+    """Every tuning trial of the experiment's runs: experiment, method, fold, trial, the
+    tuned settings (a column each), validation loss, epochs run and whether it was chosen.
+    Runs trained without tuning have no rows."""
+    frames = []
+    for folder, summary in zip(map(Path, run_dirs), summaries, strict=True):
+        if not summary.get("tuning"):
+            continue
+        frame = pd.read_csv(folder / "tuning.tsv", sep="\t")
+        frame.insert(0, "fold", summary["fold"])
+        frame.insert(0, "method", summary["method"])
+        frame.insert(0, "experiment", experiment)
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=[*TUNING_KEYS, "val_loss", "epochs_run", "chosen"])
+    table = pd.concat(frames, ignore_index=True)
+    tail = ["val_loss", "epochs_run", "chosen"]
+    settings = [c for c in table.columns if c not in TUNING_KEYS + tail]
+    return table[TUNING_KEYS + settings + tail]
+
+
 def fold_metrics(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
     rows = []
     for (method, selection, fold), group in predictions.groupby(
@@ -286,7 +311,8 @@ def evaluate_experiment(
     evaluation: Mapping | None,
     outputs: Mapping[str, str],
 ) -> pd.DataFrame:
-    """Write ``outputs`` (keys predictions, folds, metrics, resources); returns metrics."""
+    """Write ``outputs`` (keys predictions, folds, metrics, resources, tuning); returns
+    metrics."""
     settings = spec_from_mapping(EvaluationSettings, evaluation, "evaluation")
     reference = reference_method(experiment, f"experiments.{name}")
     predictions, summaries = read_runs(run_dirs)
@@ -313,6 +339,7 @@ def evaluate_experiment(
         "folds": folds,
         "metrics": metrics,
         "resources": resources(summaries),
+        "tuning": tuning_table(name, run_dirs, summaries),
     }
     for key, table in tables.items():  # everything computed before anything is written
         atomic_write_text(

@@ -67,7 +67,7 @@ def runs(tmp_path) -> list[Path]:
 def evaluate(runs, tmp_path, experiment=None):
     outputs = {
         key: str(tmp_path / f"{key}.tsv")
-        for key in ("predictions", "folds", "metrics", "resources")
+        for key in ("predictions", "folds", "metrics", "resources", "tuning")
     }
     experiment = experiment or {"methods": ["probe", "lora"], "reference": "probe"}
     metrics = evaluate_experiment("exp", experiment, runs, {"bootstrap": 200}, outputs)
@@ -114,6 +114,35 @@ def test_resources_summarise_the_folds(runs, tmp_path):
     assert resources.loc["lora"].peak_memory_mib == 200.0  # the worst fold
     assert resources.loc["lora"].seconds_per_epoch == 1.5  # the mean over folds
     assert resources.loc["lora"].folds == 2 and resources.loc["lora"].trainable_parameters == 10
+
+
+def test_tuning_table_gathers_the_trials_of_tuned_runs(runs, tmp_path):
+    _, untuned = evaluate(runs, tmp_path / "plain")
+    assert untuned["tuning"].empty
+    assert list(untuned["tuning"].columns[:4]) == ["experiment", "method", "fold", "trial"]
+    for fold, folder in ((1, runs[1]), (2, runs[3])):  # lora's two folds
+        summary = json.loads((folder / "run.json").read_text())
+        summary["tuning"] = {"trials": 2, "chosen_trial": fold, "chosen": {}}
+        (folder / "run.json").write_text(json.dumps(summary))
+        pd.DataFrame(
+            {
+                "trial": [1, 2],
+                "lr_adapters": [1e-3, 1e-2],
+                "lr_head": [1e-3, 1e-2],
+                "val_loss": [0.6, 0.5] if fold == 2 else [0.4, 0.5],
+                "epochs_run": [5, 4],
+                "chosen": [fold == 1, fold == 2],
+            }
+        ).to_csv(folder / "tuning.tsv", sep="\t", index=False)
+    _, tables = evaluate(runs, tmp_path / "tuned")
+    tuning = tables["tuning"]
+    assert list(tuning.columns) == [
+        "experiment", "method", "fold", "trial", "lr_adapters", "lr_head", "val_loss",
+        "epochs_run", "chosen",
+    ]  # fmt: skip
+    assert set(tuning.method) == {"lora"} and list(tuning.fold) == [1, 1, 2, 2]
+    chosen = tuning[tuning.chosen]
+    assert list(chosen.lr_head) == [1e-3, 1e-2] and list(chosen.val_loss) == [0.4, 0.5]
 
 
 def test_an_incomplete_run_and_a_wrong_reference_are_clear_errors(runs, tmp_path):
@@ -173,7 +202,8 @@ def test_segmentation_survival_metrics_and_c_index_comparison(tmp_path):
         for fold in (1, 2)
     ]
     outputs = {
-        k: str(tmp_path / f"{k}.tsv") for k in ("predictions", "folds", "metrics", "resources")
+        k: str(tmp_path / f"{k}.tsv")
+        for k in ("predictions", "folds", "metrics", "resources", "tuning")
     }
     experiment = {
         "task": "segmentation+survival",

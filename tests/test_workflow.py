@@ -333,7 +333,7 @@ def test_a_changed_report_template_reruns_only_the_report(trained):
     assert job_counts(plan) == {"report": 1, "all": 1, "total": 2}, plan
 
 
-REPORT_SECTIONS = ("cohort", "qc", "methods", "results", "provenance", "missing")
+REPORT_SECTIONS = ("summary", "cohort", "qc", "methods", "results", "provenance", "missing")
 
 
 def test_the_report_opens_in_a_real_browser_complete_and_without_errors(trained):

@@ -31,6 +31,7 @@ from neuroadapt.report.cells import comparison, interval
 from neuroadapt.report.figures import data_uri
 from neuroadapt.report.multilabel import is_multilabel, multilabel_section
 from neuroadapt.report.segsurv import is_segmentation_survival, segsurv_section
+from neuroadapt.report.summary import summary_section
 from neuroadapt.subjects import read_subjects_table
 
 __all__ = ["build_report", "methods_paragraph"]
@@ -308,7 +309,7 @@ def build_report(
         cohort_section(name, config["datasets"][name], paths)
         for name, paths in layout["datasets"].items()
     ]
-    splits, results, missing = [], [], []
+    splits, results, missing, summaries = [], [], [], []
     for name, paths in layout["experiments"].items():
         experiment = config["experiments"][name]
         subjects = read_subjects_table(layout["datasets"][experiment["dataset"]]["subjects"])
@@ -320,13 +321,15 @@ def build_report(
                 "balance": file_uri(splits_dir / "balance.png"),
             }
         )
+        runs = [json.loads(Path(p).read_text()) for p in paths.get("runs", [])]
+        if "metrics" in paths:
+            metrics, resources = (pd.read_csv(paths[k], sep="\t") for k in ("metrics", "resources"))
+            summaries.append(summary_section(name, experiment, metrics, resources, runs))
         if "metrics" in paths and is_segmentation_survival(experiment):
-            runs = [json.loads(Path(p).read_text()) for p in paths.get("runs", [])]
             section = segsurv_section(name, experiment, paths, runs) | _provenance(runs)
             results.append(section)
             missing += [f"{name}: {note}" for note in section["notes"]]
         elif "metrics" in paths and is_multilabel(experiment):
-            runs = [json.loads(Path(p).read_text()) for p in paths.get("runs", [])]
             threshold = config.get("evaluation", {}).get("threshold", 0.5)
             section = multilabel_section(name, experiment, paths, runs) | _provenance(runs)
             results.append(section | {"threshold": threshold})
@@ -354,6 +357,7 @@ def build_report(
                 for name, qc in layout.get("petct_qc", {}).items()
             ],
             results=results,
+            summaries=summaries,
             missing=missing,
             methods_paragraph=methods_paragraph(config),
             config_yaml=yaml.safe_dump(dict(config), sort_keys=False),

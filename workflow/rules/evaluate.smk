@@ -20,6 +20,7 @@ rule evaluate:
             category="Results",
             subcategory="{experiment}",
         ),
+        tuning="results/{experiment}/tuning.tsv",
     log:
         "logs/evaluate/{experiment}.log",
     wildcard_constraints:

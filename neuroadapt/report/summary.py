@@ -1,0 +1,81 @@
+"""The report's first section: per experiment, the methods ranked by the primary metric.
+
+A reader opens the report to learn which method wins; this section answers that before the
+details: each method's pooled primary metric with its 95% interval, the paired difference
+from the reference with p, the recipe it trained with (the tuned values chosen on each
+fold's validation part, or the fixed ``method_settings``), and its trainable share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+
+from neuroadapt.report.cells import comparison, interval
+
+__all__ = ["PRIMARY", "recipe", "summary_section"]
+
+#: Task -> (metrics.tsv column, the selection it is read at, label).
+PRIMARY = {
+    "binary": ("auc", "best_auc", "AUC"),
+    "multilabel": ("macro_auc", "best_auc", "macro AUC"),
+    "segmentation+survival": ("c_index", "best_cindex", "C-index"),
+}
+
+
+def _format(name: str, value) -> str:
+    return f"{name} {value:.2g}" if isinstance(value, float) else f"{name} {value}"
+
+
+def recipe(runs: Sequence[Mapping]) -> str:
+    """The learning rates (and rank) one method trained with, per fold in fold order:
+    ``fold 1: lr_head 0.003; fold 2: ...`` when tuned, ``fixed: lr_head 0.003`` otherwise."""
+    runs = sorted(runs, key=lambda r: r["fold"])
+    if not any(r.get("tuning") for r in runs):
+        settings = runs[0].get("method_settings", {}) if runs else {}
+        fixed = {k: v for k, v in settings.items() if k == "r" or k == "lr" or k.startswith("lr_")}
+        return "fixed: " + (", ".join(_format(k, v) for k, v in fixed.items()) or "defaults")
+    parts = []
+    for run in runs:
+        chosen = (run.get("tuning") or {}).get("chosen", {})
+        values = dict(chosen)
+        rates = {k: v for k, v in values.items() if k != "r"}
+        if len(set(rates.values())) == 1:  # shared learning rate: say it once
+            values = {
+                "lr": next(iter(rates.values())),
+                **{k: v for k, v in values.items() if k == "r"},
+            }
+        parts.append(f"fold {run['fold']}: " + ", ".join(_format(k, v) for k, v in values.items()))
+    return "; ".join(parts)
+
+
+def summary_section(
+    name: str, experiment: Mapping, metrics: pd.DataFrame, resources: pd.DataFrame, runs
+) -> dict:
+    """Rows of one experiment's summary, best first: method, metric with interval, the
+    difference from the reference with p, recipe, trainable percent."""
+    column, selection, label = PRIMARY[experiment.get("task", "binary")]
+    chosen = metrics[metrics.selection == selection].sort_values(column, ascending=False)
+    share = dict(zip(resources.method, resources.trainable_percent, strict=True))
+    rows = []
+    for rank, (_, row) in enumerate(chosen.iterrows(), start=1):
+        method_runs = [r for r in runs if r["method"] == row.method]
+        rows.append(
+            {
+                "rank": rank,
+                "method": row.method,
+                "metric": interval(row, column),
+                "trainable_percent": f"{share.get(row.method, float('nan')):.3g}",
+                "recipe": recipe(method_runs),
+            }
+            | comparison(row, f"delta_{column}")
+        )
+    reference = str(chosen.reference.iloc[0]) if len(chosen) else ""
+    return {
+        "name": name,
+        "metric": label,
+        "selection": selection,
+        "reference": reference,
+        "rows": rows,
+    }

@@ -1,0 +1,64 @@
+"""The report's summary: methods ranked by the primary metric, with comparison and recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from neuroadapt.report.summary import recipe, summary_section
+
+
+def metrics_table() -> pd.DataFrame:
+    rows = []
+    for method, auc, p in (("probe", 0.60, np.nan), ("lora", 0.90, 0.01), ("full", 0.75, 0.2)):
+        for selection, shift in (("best_auc", 0.0), ("best_acc", -0.3)):
+            rows.append(
+                {
+                    "method": method,
+                    "selection": selection,
+                    "auc": auc + shift,
+                    "auc_low": auc + shift - 0.1,
+                    "auc_high": auc + shift + 0.05,
+                    "delta_auc": auc - 0.6 if method != "probe" else np.nan,
+                    "delta_auc_low": auc - 0.7 if method != "probe" else np.nan,
+                    "delta_auc_high": auc - 0.5 if method != "probe" else np.nan,
+                    "p_value": p,
+                    "reference": "probe",
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+RESOURCES = pd.DataFrame(
+    {"method": ["probe", "lora", "full"], "trainable_percent": [0.1, 2.7, 100]}
+)
+
+
+def run(method, fold, tuning=None, settings=None):
+    return {"method": method, "fold": fold, "tuning": tuning, "method_settings": settings or {}}
+
+
+def test_methods_are_ranked_by_the_primary_metric_at_its_selection():
+    runs = [
+        run("probe", 1, settings={"lr_head": 0.003}),
+        run("lora", 2, {"chosen": {"lr_adapters": 0.004, "lr_head": 0.004}}),
+        run("lora", 1, {"chosen": {"lr_adapters": 0.001, "lr_head": 0.001}}),
+        run("full", 1, settings={"lr_backbone": 1e-4, "lr_head": 1e-3, "x": 2}),
+    ]
+    section = summary_section("exp", {"task": "binary"}, metrics_table(), RESOURCES, runs)
+    assert section["metric"] == "AUC" and section["reference"] == "probe"
+    rows = section["rows"]
+    assert [r["method"] for r in rows] == ["lora", "full", "probe"]
+    assert rows[0]["metric"] == "0.900 [0.80, 0.95]"
+    assert rows[0]["delta"] == "+0.300 [+0.20, +0.40]" and rows[0]["significant"]
+    assert not rows[1]["significant"] and "delta" not in rows[2]
+    assert rows[0]["trainable_percent"] == "2.7"
+    assert rows[0]["recipe"] == "fold 1: lr 0.001; fold 2: lr 0.004"
+    assert rows[1]["recipe"] == "fixed: lr_backbone 0.0001, lr_head 0.001"
+
+
+def test_a_recipe_with_separate_rates_and_a_rank_names_each():
+    runs = [run("lora", 1, {"chosen": {"lr_adapters": 0.01, "lr_head": 0.002, "r": 8}})]
+    assert recipe(runs) == "fold 1: lr_adapters 0.01, lr_head 0.002, r 8"
+    runs = [run("lora", 1, {"chosen": {"lr_adapters": 0.002, "lr_head": 0.002, "r": 8}})]
+    assert recipe(runs) == "fold 1: lr 0.002, r 8"
