@@ -517,7 +517,7 @@ def test_molre_adds_under_half_a_percent_on_the_paper_backbone():
     assert all(tuple(layer.base.kernel_size) == (1, 1, 1) for layer in method.layers)
     print(f"MoLRE on ResNet-50 x2: 36 layers, {added:,} added, {100 * added / size:.3f}%")
     assert added < 0.005 * size
-    with pytest.raises(ValueError, match="no Conv3d layer matching target_modules=\\[\\]"):
+    with pytest.raises(ValueError, match="no layer matching target_modules=\\[\\]"):
         get_method("molre")(tiny(), target_modules=[])
 
 
@@ -551,6 +551,59 @@ def test_molre_equals_the_sum_of_its_experts(x):
             up = nn.functional.conv3d(down, layer.up.weight[:, 2 * e : 2 * e + 2])
             expected = expected + (4.0 / 2) * gates[:, e].view(-1, 1, 1, 1, 1) * up
         torch.testing.assert_close(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_molre_on_a_vit_adapts_attention_and_mlp_projections():
+    """Paper 3 adapts transformers: on a ViT MoLRE wraps every Linear of the blocks (fused
+    qkv, attention output, both MLP layers), counted in closed form, starts as the frozen
+    ViT, and trains experts and routers of every one of them."""
+    from neuroadapt.methods.molre import MoLRELinear
+
+    torch.manual_seed(0)
+    vit = tiny_vit()
+    plain = copy.deepcopy(vit).eval()
+    size = n_params(vit)
+    method = get_method("molre")(vit, task="binary", experts=3, r=2)
+    names = [n.rsplit(".", 1)[-1] for n in method.targets]
+    assert sorted(set(names)) == ["linear1", "linear2", "out_proj", "qkv"]
+    assert len(method.targets) == 8 and all(isinstance(m, MoLRELinear) for m in method.layers)
+    # qkv 32->96, out_proj 32->32, linear1 32->64, linear2 64->32; per block
+    per_block = sum(
+        3 * 2 * (i + o) + 3 * (i + 1) for i, o in ((32, 96), (32, 32), (32, 64), (64, 32))
+    )
+    head = mlp_head_params(32, out=1)
+    report = method.parameter_report()
+    assert report.trainable == 2 * per_block + head
+    assert report.total == size + 2 * per_block + head
+    x = torch.randn(2, 2, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(method.model.backbone(x), plain(x), rtol=1e-5, atol=1e-5)
+    method.loss(method.model.train()(x), torch.tensor([0.0, 1.0])).backward()
+    for layer in method.layers:
+        assert layer.up.weight.grad.abs().sum() > 0  # every expert set receives a gradient
+        assert layer.base.weight.grad is None
+
+
+def test_molre_linear_equals_the_sum_of_its_experts():
+    from neuroadapt.methods.molre import MoLRELinear, molre_parameter_count
+
+    torch.manual_seed(4)
+    base = nn.Linear(6, 5)
+    layer = MoLRELinear(base, experts=3, r=2, alpha=4.0)
+    assert sum(p.numel() for p in layer.parameters() if p.requires_grad) == (
+        molre_parameter_count(base, 3, 2)
+    )
+    tokens = torch.randn(2, 7, 6)
+    with torch.no_grad():
+        for p in (layer.up.weight, layer.router.weight, layer.router.bias):
+            p.normal_()
+        gates = torch.softmax(layer.router(tokens.mean(1)), -1)
+        expected = base(tokens)
+        for e in range(3):
+            down = tokens @ layer.down.weight[2 * e : 2 * e + 2].T
+            up = down @ layer.up.weight[:, 2 * e : 2 * e + 2].T
+            expected = expected + 2.0 * gates[:, e].view(-1, 1, 1) * up
+        torch.testing.assert_close(layer(tokens), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_molre_step_trains_experts_routers_and_head_only(backbone, x):

@@ -19,14 +19,21 @@ Because ``B_e`` is linear, the sum is one 1x1x1 convolution of the gated, concat
 expert features (``E r`` channels), so the experts cost one convolution each way. Per layer:
 ``E r (d_in k^3 + d_out) + E (d_in + 1)`` parameters.
 
-Which layers: by default the pointwise (1x1x1) convolutions, the channel-mixing layers of
-a bottleneck ResNet and the analogue of the linear layers LoRA-style methods adapt in
-transformers; with 4 experts of rank 2 that adds 0.44% (36 layers) to the CT foundation model's
-ResNet-50 x2 (every Conv3d would be 1.38%, over the paper's 0.5% budget). ``"all"`` or a
-list of layer names choose otherwise.
+On a transformer (paper 3 adapts ViT foundation models) each adapted ``nn.Linear`` gets the
+same mixture with ``A_e``, ``B_e`` linear maps; the router reads the mean over the tokens.
+Per layer: ``E r (d_in + d_out) + E (d_in + 1)`` parameters (the Conv3d formula with k = 1).
 
-Written by hand: peft has no mixture of LoRA experts for convolutional networks (X-LoRA is
-for transformers).
+Which layers (``target_modules="auto"``): on a ViT (a backbone that declares
+``lora_targets``) every Linear layer of its transformer blocks, the attention (fused qkv,
+output) and MLP projections; on a ResNet the pointwise (1x1x1) convolutions, the
+channel-mixing layers of a bottleneck ResNet and the analogue of those linear layers; with
+4 experts of rank 2 that adds 0.44% (36 layers) to the CT foundation model's ResNet-50 x2
+(every Conv3d would be 1.38%, over the paper's 0.5% budget). ``"pointwise"``, ``"linear"``,
+``"all"`` (every Conv3d) or a list of layer names choose otherwise.
+
+Written by hand: peft has no mixture of LoRA experts for convolutional networks, and its
+X-LoRA (for transformers) mixes whole trained adapters with a separate classifier rather
+than training experts and a router together.
 """
 
 from __future__ import annotations
@@ -38,15 +45,17 @@ from neuroadapt.methods.base import AdaptationMethod, Task
 from neuroadapt.methods.lora import conv3d_names
 from neuroadapt.methods.registry import register_method
 
-__all__ = ["MoLRE", "MoLREConv3d", "molre_parameter_count"]
+__all__ = ["MoLRE", "MoLREConv3d", "MoLRELinear", "molre_parameter_count"]
 
 
-def molre_parameter_count(conv: nn.Conv3d, experts: int, r: int) -> int:
-    """Trainable parameters MoLRE adds to ``conv`` (closed form, see the module docstring)."""
-    k3 = conv.kernel_size[0] * conv.kernel_size[1] * conv.kernel_size[2]
-    return experts * r * (conv.in_channels * k3 + conv.out_channels) + experts * (
-        conv.in_channels + 1
-    )
+def molre_parameter_count(layer: nn.Conv3d | nn.Linear, experts: int, r: int) -> int:
+    """Trainable parameters MoLRE adds to ``layer`` (closed form, see the module docstring)."""
+    if isinstance(layer, nn.Linear):
+        d_in, d_out, k3 = layer.in_features, layer.out_features, 1
+    else:
+        d_in, d_out = layer.in_channels, layer.out_channels
+        k3 = layer.kernel_size[0] * layer.kernel_size[1] * layer.kernel_size[2]
+    return experts * r * (d_in * k3 + d_out) + experts * (d_in + 1)
 
 
 class MoLREConv3d(nn.Module):
@@ -93,11 +102,53 @@ class MoLREConv3d(nn.Module):
         return self.base(x) + self.scaling * update
 
 
+class MoLRELinear(nn.Module):
+    """A frozen ``nn.Linear`` plus ``experts`` LoRA experts mixed by a soft router that
+    reads the sample's mean input over its tokens (inputs ``(B, ..., d_in)``)."""
+
+    def __init__(self, base: nn.Linear, experts: int = 4, r: int = 4, alpha: float = 8.0):
+        super().__init__()
+        if experts < 1 or r < 1:
+            raise ValueError(f"experts and r must be >= 1, got {experts} and {r}")
+        self.base = base
+        for p in self.base.parameters():
+            p.requires_grad_(False)
+        self.experts, self.r, self.scaling = experts, r, alpha / r
+        self.down = nn.Linear(base.in_features, experts * r, bias=False)  # A_1..A_E stacked
+        self.up = nn.Linear(experts * r, base.out_features, bias=False)  # [B_1 ... B_E]
+        self.router = nn.Linear(base.in_features, experts)
+        nn.init.kaiming_uniform_(self.down.weight, a=5**0.5)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.router.weight)
+        nn.init.zeros_(self.router.bias)
+
+    def gates(self, x: torch.Tensor) -> torch.Tensor:
+        """Routing weights ``(B, E)`` from the mean over the tokens of ``x`` ``(B, ..., d_in)``."""
+        pooled = x.reshape(x.shape[0], -1, x.shape[-1]).mean(dim=1)
+        return torch.softmax(self.router(pooled), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.down(x)  # (B, ..., E r)
+        shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (self.experts, 1)
+        gated = features.unflatten(-1, (self.experts, self.r)) * self.gates(x).view(shape)
+        return self.base(x) + self.scaling * self.up(gated.flatten(-2))
+
+
 def target_layers(backbone: nn.Module, targets: str | list[str]) -> list[str]:
-    """Names of the Conv3d layers to adapt: ``"pointwise"`` (1x1x1 kernels), ``"all"``, or
-    the given list."""
+    """Names of the layers to adapt: ``"auto"`` (a ViT's Linear layers, else the pointwise
+    convs), ``"pointwise"`` (1x1x1 kernels), ``"linear"`` (every Linear of the transformer
+    blocks), ``"all"`` (every Conv3d), or the given list."""
     if isinstance(targets, list):
         return targets
+    if targets == "auto":
+        declares = callable(getattr(backbone, "lora_targets", None))
+        targets = "linear" if declares else "pointwise"
+    if targets == "linear":
+        return [
+            name
+            for name, m in backbone.named_modules()
+            if isinstance(m, nn.Linear) and ".blocks." in f".{name}"
+        ]
     if targets == "all":
         return conv3d_names(backbone)
     if targets == "pointwise":
@@ -106,19 +157,27 @@ def target_layers(backbone: nn.Module, targets: str | list[str]) -> list[str]:
             for name, m in backbone.named_modules()
             if isinstance(m, nn.Conv3d) and tuple(m.kernel_size) == (1, 1, 1)
         ]
-    raise ValueError(f"target_modules must be 'pointwise', 'all' or a list, not {targets!r}")
+    raise ValueError(
+        f"target_modules must be 'auto', 'pointwise', 'linear', 'all' or a list, not {targets!r}"
+    )
 
 
 def add_experts(
     backbone: nn.Module, targets: list[str], experts: int, r: int, alpha: float
-) -> list[MoLREConv3d]:
-    """Replace each named Conv3d of ``backbone`` by a ``MoLREConv3d`` around it (in place)."""
+) -> list[MoLREConv3d | MoLRELinear]:
+    """Replace each named Conv3d or Linear of ``backbone`` by a MoLRE layer around it (in
+    place)."""
     layers = []
     for name in targets:
-        conv = backbone.get_submodule(name)
-        if not isinstance(conv, nn.Conv3d):
-            raise TypeError(f"{name} is a {type(conv).__name__}, MoLRE adapts Conv3d layers")
-        layer = MoLREConv3d(conv, experts, r, alpha)
+        base = backbone.get_submodule(name)
+        if isinstance(base, nn.Conv3d):
+            layer = MoLREConv3d(base, experts, r, alpha)
+        elif isinstance(base, nn.Linear):
+            layer = MoLRELinear(base, experts, r, alpha)
+        else:
+            raise TypeError(
+                f"{name} is a {type(base).__name__}, MoLRE adapts Conv3d and Linear layers"
+            )
         parent_name, _, child = name.rpartition(".")
         setattr(backbone.get_submodule(parent_name) if parent_name else backbone, child, layer)
         layers.append(layer)
@@ -127,10 +186,10 @@ def add_experts(
 
 @register_method("molre")
 class MoLRE(AdaptationMethod):
-    """Frozen backbone + MoLRE on its pointwise Conv3d layers (or ``target_modules``)
-    + MLP head; multi-label by default (one logit per finding, BCE each), as in paper 3.
-    Parameter groups: ``adapters`` (experts and routers) at ``lr_adapters``, ``head`` at
-    ``lr_head``."""
+    """Frozen backbone + MoLRE on its pointwise Conv3d layers (a ViT: its attention and MLP
+    Linear layers; or ``target_modules``) + MLP head; multi-label by default (one logit per
+    finding, BCE each), as in paper 3. Parameter groups: ``adapters`` (experts and routers)
+    at ``lr_adapters``, ``head`` at ``lr_head``."""
 
     def __init__(
         self,
@@ -142,7 +201,7 @@ class MoLRE(AdaptationMethod):
         experts: int = 4,
         r: int = 2,
         alpha: float = 4.0,
-        target_modules: str | list[str] = "pointwise",
+        target_modules: str | list[str] = "auto",
         lr_adapters: float = 1e-4,
         lr_head: float = 1e-4,
     ) -> None:
@@ -150,7 +209,7 @@ class MoLRE(AdaptationMethod):
         targets = target_layers(backbone, target_modules)
         if not targets:
             raise ValueError(
-                f"the backbone has no Conv3d layer matching target_modules={target_modules!r}; "
+                f"the backbone has no layer matching target_modules={target_modules!r}; "
                 "use 'all' or name the layers"
             )
         self.layers = add_experts(backbone, targets, experts, r, alpha)
