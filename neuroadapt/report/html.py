@@ -232,6 +232,7 @@ def methods_paragraph(config: Mapping) -> str:
         if is_segmentation_survival(experiment):
             parts.append(_segsurv_methods(name, experiment, backbone, folds, training))
             continue
+        parts.append(_recipe_sentence(config, name, backbone))
         if is_multilabel(experiment):
             threshold = config.get("evaluation", {}).get("threshold", 0.5)
             parts.append(
@@ -259,6 +260,43 @@ def methods_paragraph(config: Mapping) -> str:
             "bootstrap comparisons of AUC against the reference method."
         )
     return " ".join(parts)
+
+
+#: Paper 1's Table 1 counts, which its stated architecture does not reproduce.
+PAPER1_COUNTS = (
+    "Paper 1 reports 185.57M trainable parameters for full fine-tuning and 1.64M for LoRA; "
+    "the architecture it states (ResNet-50 x2 of the CT foundation model, LoRA of rank 4 on "
+    "every 3D convolution, a 128-unit head) has 185,046,273 and 1,705,401, the counts given "
+    "here."
+)
+
+
+def _recipe_sentence(config: Mapping, name: str, backbone: str | None) -> str:
+    """How the experiment's methods were trained alike: head, and tuning or fixed settings."""
+    from neuroadapt.train_settings import merged_training, training_settings
+
+    settings, _, tuning = training_settings(merged_training(config, name), "training")
+    head = (
+        "a linear head"
+        if settings.head_hidden is None
+        else f"the same {settings.head_hidden}-unit MLP head"
+    )
+    sentence = f"Every method of {name} trained {head} with the same epochs, batch size, "
+    sentence += "augmentation and early stopping; "
+    if tuning.enabled:
+        rank = f" and the rank r in [{tuning.rank[0]}, {tuning.rank[1]}]" if tuning.rank else ""
+        shared = ", one value for all of a method's parameter groups" if tuning.shared_lr else ""
+        sentence += (
+            f"each method's learning rates (log-uniform in [{tuning.lr[0]:g}, {tuning.lr[1]:g}]"
+            f"{shared}){rank} were chosen per fold among {tuning.trials} quasi-random (Sobol) "
+            "trials by "
+            "the lowest validation loss, on the validation part of the training data only."
+        )
+    else:
+        sentence += "learning rates were fixed per method (method_settings)."
+    if backbone == "resnet50_w2":
+        sentence += " " + PAPER1_COUNTS
+    return sentence
 
 
 def _segsurv_methods(
