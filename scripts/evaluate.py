@@ -14,7 +14,10 @@ with logged(snakemake.log) as log:
         snakemake.params.experiment,
         snakemake.input.runs,
         snakemake.params.evaluation,
-        {key: snakemake.output[key] for key in ("predictions", "folds", "metrics", "resources", "tuning")},
+        {
+            key: snakemake.output[key]
+            for key in ("predictions", "folds", "metrics", "resources", "tuning")
+        },
     )
     # the first pooled metric (AUC; C-index for survival) with its interval
     first = metrics.columns[3]

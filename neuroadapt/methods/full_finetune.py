@@ -4,8 +4,9 @@ The reference of paper 1 ("fully fine-tuned FM", against which the parameter-eff
 methods are compared). The paper's Table 1 gives 185.57M trainable parameters (and 1.64M for
 LoRA); the architecture it states (the CT foundation model's ResNet-50 x2, a 128-unit MLP
 head, LoRA of rank 4 on every Conv3d) has 185,046,273 (and 1,705,401): no reading of the
-paper we tried reaches its figures, so the report gives ours and says so. Learning rates are not given by
-the paper; the defaults (backbone 1e-5, head 1e-4) are the usual fine-tuning choice.
+paper we tried reaches its figures, so the report gives ours and says so. Learning rates
+are not given by the paper; the defaults (backbone 1e-5, head 1e-4) are the usual
+fine-tuning choice.
 """
 
 from __future__ import annotations

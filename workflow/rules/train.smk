@@ -74,3 +74,28 @@ rule train:
         tensorboard="results/{experiment}/tensorboard/{method}/fold-{fold}",
     script:
         "../../scripts/train.py"
+
+
+# Diagnostic, not part of `all`: LoRA at rising ranks up to the layers' full rank against
+# full fine-tuning on fold 1 (neuroadapt/rank_sweep.py). Run it by naming its output:
+#   snakemake --cores all results/adhd_dti/diagnostics/rank_sweep
+rule rank_sweep:
+    input:
+        unpack(train_inputs),
+    output:
+        directory("results/{experiment}/diagnostics/rank_sweep"),
+    log:
+        "logs/diagnostics/{experiment}/rank_sweep.log",
+    wildcard_constraints:
+        experiment=one_of(TRAINED_EXPERIMENTS),
+    conda:
+        "../../envs/train.yaml"
+    threads: 2
+    params:
+        experiment=lambda wildcards: experiment_for_training(wildcards.experiment),
+        lora=config["method_settings"].get("lora", {}),
+        full_finetune=config["method_settings"].get("full_finetune", {}),
+        training=lambda wildcards: training_section(wildcards.experiment),
+        backbone=lambda wildcards: backbone_spec(wildcards.experiment),
+    script:
+        "../../scripts/rank_sweep.py"
