@@ -37,10 +37,11 @@ start=$(date +%Y-%m-%dT%H:%M:%S); t0=$(date +%s)
 node_caps=(--cores "$(nproc)" --resources mem_mb=$(( $(free -m | awk '/Mem:/ {print $2}') / 2 )))
 # The node has one (fake) GPU, so its training jobs queue one after another: train 10
 # epochs instead of the demo's 60 (CT/PET: 40) to keep that queue short (this run checks
-# scheduling). The CT/PET experiment's own training section is overridden too (configfiles
-# merge key by key).
+# scheduling), and tune with 2 trials instead of 4. The CT/PET experiment's own training
+# section is overridden too (configfiles merge key by key).
 cat >"$profile/short_training.yaml" <<'YAML'
-training: {epochs: 10, batch_size: 4, patience: 10, adapt_batchnorm: true}
+training:
+  {epochs: 10, batch_size: 4, patience: 10, adapt_batchnorm: true, tuning: {trials: 2}}
 experiments:
   hnc_petct:
     training: {epochs: 10, batch_size: 4, patience: 10, adapt_batchnorm: false}
