@@ -210,6 +210,7 @@ TRAINING_CONFIG = {
             "methods": ["linear_probe", "lora"],
             "positive_class": "ADHD",
             "backbone": {"name": "resnet10_w025", "pretrained_on": "demo_ct_pretrain"},
+            "training": {"tuning": {"enabled": True, "trials": 2}},
         },
         "splits_only": _experiment("demo_dwi"),
         # paper 5 on a UNETR pretrained for GTV segmentation
@@ -290,6 +291,11 @@ def test_pretrains_trains_and_evaluates_every_method_and_fold(trained):
     assert resources.set_index("method").folds.to_dict() == {"linear_probe": 2, "lora": 2}
     assert not list(folder.glob("results/adhd_dti/*/.resume/*.pt"))
     assert not (folder / "results/splits_only/metrics.tsv").exists()
+    # tuned: 2 trials per method and fold, one chosen each, the chosen rate in run.json
+    tuning = pd.read_csv(folder / "results/adhd_dti/tuning.tsv", sep="\t")
+    assert len(tuning) == 2 * 2 * 2 and tuning.groupby(["method", "fold"]).chosen.sum().eq(1).all()
+    chosen = tuning[tuning.chosen & tuning.method.eq("lora") & tuning.fold.eq(2)].iloc[0]
+    assert run_json["tuning"]["chosen"]["lr_head"] == pytest.approx(chosen.lr_adapters)
 
 
 def test_ct_pet_and_multimodal_experiments_train_and_evaluate(trained):
