@@ -1,9 +1,12 @@
-"""``linear_probe``: frozen backbone, trained linear head.
+"""``linear_probe``: frozen backbone, trained head.
 
 The first baseline named in the notes on paper 1 (shared/papers/1-conv-lora-ct-to-mri-adhd.md,
-"Baseline Probe: train only the MLP head with backbone completely frozen") and the standard
-probe of a foundation model's features (Pai et al. 2024, the CT model paper 1 adapts).
-``head_hidden=128`` turns it into paper 1's MLP head on a frozen backbone.
+"Baseline Probe: train only the MLP head with backbone completely frozen"). In the pipeline
+its head is the experiment's (``training.head_hidden``: paper 1's 128-unit MLP by default,
+the same head every other method trains), so the probe measures what the frozen features
+carry under the comparison's head; ``training.head_hidden: null`` gives the linear probe of
+a foundation model's features (Pai et al. 2024, the CT model paper 1 adapts). Used as a
+library class, ``head_hidden`` defaults to ``None`` (linear).
 """
 
 from __future__ import annotations
