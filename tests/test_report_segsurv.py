@@ -177,6 +177,7 @@ def write_experiment(root, sessions: bool = False) -> tuple[dict, dict]:
         json.dumps(
             {
                 "method": "pemma",
+                "fold": 1,
                 "method_description": "prompt tokens and ``LoRA``",
                 "device": "cpu",
                 "versions": {"torch": "2.13"},
