@@ -62,3 +62,47 @@ def test_a_recipe_with_separate_rates_and_a_rank_names_each():
     assert recipe(runs) == "fold 1: lr_adapters 0.01, lr_head 0.002, r 8"
     runs = [run("lora", 1, {"chosen": {"lr_adapters": 0.002, "lr_head": 0.002, "r": 8}})]
     assert recipe(runs) == "fold 1: lr 0.002, r 8"
+
+
+def _write_folds(folder, assignments):
+    folder.mkdir(parents=True)
+    for fold, roles in enumerate(assignments, start=1):
+        pd.DataFrame(
+            {"participant_id": [f"sub-{i}" for i in range(len(roles))], "role": roles}
+        ).to_csv(folder / f"fold-{fold}.tsv", sep="\t", index=False)
+
+
+def test_fold_tables_list_folds_in_order_and_roles_train_validation_test(tmp_path):
+    from neuroadapt.report.html import fold_balance
+
+    # roles interleaved in the file, folds 1..10 (10 must not sort before 2)
+    _write_folds(tmp_path / "splits", [["test", "train", "validation", "train"]] * 10)
+    subjects = pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(4)], "dx": list("abab")})
+    rows = fold_balance({"target": "dx"}, tmp_path / "splits", subjects)
+    assert [(r["fold"], r["role"]) for r in rows[:4]] == [
+        ("1", "train"),
+        ("1", "validation"),
+        ("1", "test"),
+        ("2", "train"),
+    ]
+    assert rows[-1]["fold"] == "10" and [r["n"] for r in rows[:3]] == [2, 1, 1]
+
+
+def test_experiments_with_the_same_folds_and_target_are_shown_once(tmp_path):
+    from neuroadapt.report.html import fold_assignments, fold_balance, shared_folds
+
+    subjects = pd.DataFrame({"participant_id": [f"sub-{i}" for i in range(4)], "dx": list("abab")})
+    same = [["train", "train", "test", "test"], ["test", "test", "train", "train"]]
+    # the same counts per fold and role, other subjects: not the same folds
+    other = [["test", "test", "train", "train"], ["train", "train", "test", "test"]]
+    entries = []
+    for name, assignment in (("a", same), ("b", same), ("c", other)):
+        _write_folds(tmp_path / name, assignment)
+        entries.append(
+            {
+                "name": name,
+                "rows": fold_balance({"target": "dx"}, tmp_path / name, subjects),
+                "assignments": fold_assignments(tmp_path / name),
+            }
+        )
+    assert [e["name"] for e in shared_folds(entries)] == ["a, b", "c"]

@@ -65,6 +65,34 @@ def cohort_section(name: str, dataset: Mapping, paths: Mapping) -> dict:
     return section
 
 
+#: The order of a fold's roles in the report's tables.
+ROLE_ORDER = ("train", "validation", "test")
+
+
+def shared_folds(splits: Sequence[Mapping]) -> list[dict]:
+    """Experiments whose folds are the same (the same subjects in every fold and role) and
+    whose tables are the same (same target) are shown once, under all their names."""
+    groups: dict[str, dict] = {}
+    for entry in splits:
+        key = json.dumps([entry["assignments"], entry["rows"]], sort_keys=True)
+        if key in groups:
+            groups[key]["name"] += f", {entry['name']}"
+        else:
+            groups[key] = dict(entry)
+    return list(groups.values())
+
+
+def fold_assignments(splits_dir: Path) -> list[list[str]]:
+    """Every fold's (participant, role) pairs, sorted: equal for experiments sharing folds."""
+    return [
+        sorted(
+            "\t".join(pair)
+            for pair in pd.read_csv(path, sep="\t", dtype=str)[["participant_id", "role"]].values
+        )
+        for path in sorted(splits_dir.glob("fold-*.tsv"), key=lambda p: int(p.stem[5:]))
+    ]
+
+
 def fold_balance(experiment: Mapping, splits_dir: Path, subjects: pd.DataFrame) -> list[dict]:
     """Per fold and role: subjects, classes of the target (events for survival) and mean age."""
     target = experiment["target"]
@@ -76,7 +104,8 @@ def fold_balance(experiment: Mapping, splits_dir: Path, subjects: pd.DataFrame) 
         fold = pd.read_csv(fold_file, sep="\t", dtype=str).merge(
             subjects.drop_duplicates("participant_id"), on="participant_id"
         )
-        for role, part in fold.groupby("role", sort=False):
+        order = {role: i for i, role in enumerate(ROLE_ORDER)}
+        for role, part in sorted(fold.groupby("role"), key=lambda item: order.get(item[0], 9)):
             row = {"fold": fold_file.stem[5:], "role": role, "n": len(part)}
             if isinstance(target, str) and target in part.columns:
                 counts = part[target].value_counts().sort_index()
@@ -356,6 +385,7 @@ def build_report(
             {
                 "name": name,
                 "rows": fold_balance(experiment, splits_dir, subjects),
+                "assignments": fold_assignments(splits_dir),
                 "balance": file_uri(splits_dir / "balance.png"),
             }
         )
@@ -385,7 +415,7 @@ def build_report(
         .render(
             generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
             cohorts=cohorts,
-            splits=splits,
+            splits=shared_folds(splits),
             dwi_qc=[
                 dwi_qc_section(name, qc["tables"], qc["figures"], qc["motion"], report_dir)
                 for name, qc in layout.get("dwi_qc", {}).items()
