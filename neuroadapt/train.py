@@ -45,7 +45,7 @@ from neuroadapt.cohort import Cohort
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.io import atomic_directory
 from neuroadapt.tasks import Augmenter, predict_probabilities, task_for
-from neuroadapt.train_settings import AugmentSettings, TrainSettings, training_settings
+from neuroadapt.train_settings import PROTOCOL, AugmentSettings, TrainSettings, training_settings
 
 __all__ = [
     "AugmentSettings",
@@ -81,13 +81,14 @@ def build_method(
     image_size: Sequence[int] | None = None,
     extra: Mapping[str, torch.Tensor] | None = None,
     num_labels: int | None = None,
-    head_hidden: int | None = 128,
+    protocol: Mapping | None = None,
 ):
     """The registered method ``method`` on the backbone ``backbone`` ({name, weights,
     sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters); a
-    multilabel ``task`` gets one output per label (``num_labels``). Every method with a head
-    gets the experiment's ``head_hidden`` (``training.head_hidden``), so heads do not differ
-    between the methods compared.
+    multilabel ``task`` gets one output per label (``num_labels``). ``protocol`` holds the
+    experiment's settings that every method taking them gets alike (``PROTOCOL`` of
+    ``training``: ``head_hidden``, ``train_norms``), so the methods compared do not differ
+    in head or normalisation policy; a method's own settings may not set them.
 
     Image methods get a backbone reading ``in_channels`` channels and the ``task``; the CT/PET
     methods of paper 5 get the CT network (one channel) for volumes of ``image_size``; the
@@ -109,22 +110,22 @@ def build_method(
         "encoders",
         "task",
     }
-    if "head_hidden" in settings:
-        raise ConfigError(
-            f"method_settings.{method}.head_hidden",
-            "is set for every method of an experiment alike, so a comparison does not mix "
-            "head size with the adaptation method",
-            "set training.head_hidden (or the experiment's training.head_hidden) instead",
-        )
+    for key in PROTOCOL:
+        if key in settings:
+            raise ConfigError(
+                f"method_settings.{method}.{key}",
+                "is set for every method of an experiment alike, so a comparison does not "
+                f"mix {key} with the adaptation method",
+                f"set training.{key} (or the experiment's training.{key}) instead",
+            )
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise ConfigError(
             f"method_settings.{method}.{unknown[0]}",
             f"is not a parameter of method {method}",
-            f"use one of: {', '.join(sorted(accepted))}",
+            f"use one of: {', '.join(sorted(set(accepted) - set(PROTOCOL)))}",
         )
-    if "head_hidden" in accepted:
-        settings["head_hidden"] = head_hidden
+    settings |= {k: v for k, v in (protocol or {}).items() if k in accepted}
     torch.manual_seed(seed)  # adapter and head initialisation
     if method in MULTIMODAL_CLASSIFICATION_METHODS:
         return multimodal_classifier(cls, backbone, in_channels, extra or {}, settings)
@@ -494,7 +495,7 @@ def run_training(
             image_size=cohort.images.shape[2:],
             extra=cohort.extra,
             num_labels=len(cohort.label_names) or None,
-            head_hidden=settings.head_hidden,
+            protocol={key: getattr(settings, key) for key in PROTOCOL},
         )
         config_slice = base_slice | (
             {"tuning": asdict(tuning), "trial": number, "tuned": values} if tuned else {}

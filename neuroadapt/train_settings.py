@@ -17,6 +17,9 @@ __all__ = [
     "training_settings",
 ]
 
+#: Settings of ``training`` that every method of an experiment gets alike (never a method's).
+PROTOCOL = ("head_hidden", "train_norms")
+
 #: Sub-mappings of ``training`` that an experiment's own ``training`` merges key by key.
 NESTED = ("augment", "tuning")
 
@@ -29,8 +32,11 @@ class TrainSettings:
     re-estimate every BatchNorm layer's running statistics on the training part (AdaBN,
     Li et al. 2016; no gradients, no trained weights change), and ``head_hidden``: the
     head every method of the experiment puts on its features (paper 1's 2-layer MLP with
-    128 hidden units; ``None``: one linear layer), so that a comparison differs only in what
-    each method itself trains."""
+    128 hidden units; ``None``: one linear layer), and ``train_norms``: every method that
+    adapts a frozen backbone (LoRA, DoRA, MoLRE) also trains its normalisation layers'
+    affine weights (:func:`neuroadapt.methods.base.unfreeze_norms`), so that a comparison
+    differs only in what each method itself trains. ``PROTOCOL`` names these two: they are
+    set per experiment, never per method."""
 
     epochs: int = 50
     batch_size: int = 4
@@ -41,6 +47,7 @@ class TrainSettings:
     bf16: bool = True
     adapt_batchnorm: bool = False
     head_hidden: int | None = 128
+    train_norms: bool = False
 
     def check(self, where: str) -> None:
         for name in ("epochs", "batch_size", "patience"):

@@ -636,3 +636,28 @@ def test_molre_multilabel_loss_drops_on_tiny_batch():
     )
     losses = train_losses(method, xb, y)
     assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", ["lora", "dora", "molre"])
+def test_train_norms_adds_every_batchnorm_scale_and_shift_to_the_adapters(backbone, x, name):
+    norms = bn_modules(backbone)
+    norm_params = sum(2 * m.num_features for m in norms)  # weight and bias per channel
+    plain = get_method(name)(copy.deepcopy(backbone), task="binary")
+    method = get_method(name)(backbone, task="binary", train_norms=True)
+    added = method.parameter_report().trainable - plain.parameter_report().trainable
+    assert added == norm_params
+    adapters = {id(p) for p in method.adapter_parameters()}
+    assert all(id(p) in adapters for m in norms for p in m.parameters())
+    grouped = [id(p) for g in method.param_groups() for p in g["params"]]
+    trainable = {id(p) for p in method.model.parameters() if p.requires_grad}
+    assert len(grouped) == len(set(grouped)) and set(grouped) == trainable
+    # trained BatchNorm normalises with batch statistics in training, as full fine-tuning's
+    model = method.model.train()
+    assert all(m.training for m in bn_modules(model.backbone))
+    before = norms[0].weight.detach().clone()
+    optimizer = method.optimizer()
+    for _ in range(2):
+        optimizer.zero_grad()
+        method.loss(model(x), torch.tensor([0.0, 1.0])).backward()
+        optimizer.step()
+    assert not torch.equal(before, norms[0].weight)

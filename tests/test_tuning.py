@@ -107,3 +107,31 @@ def test_the_head_is_the_experiments_for_every_method(tmp_path):
             training=training,
             method_settings={"head_hidden": 16},
         )
+
+
+def test_train_norms_is_the_experiments_for_every_method_that_freezes_a_backbone(tmp_path):
+    cohort = write_toy_cohort(tmp_path / "data")
+    training = {"epochs": 1, "batch_size": 4, "patience": 10, "seed": 1}
+    counts = {
+        (method, norms): train(
+            cohort,
+            tmp_path / f"{method}-{norms}",
+            method,
+            training={**training, "train_norms": norms},
+        )["parameters"]["trainable"]
+        for method in ("lora", "linear_probe")
+        for norms in (False, True)
+    }
+    assert counts[("lora", True)] > counts[("lora", False)]
+    # a probe stays a probe: nothing of the backbone trains
+    assert counts[("linear_probe", True)] == counts[("linear_probe", False)]
+    with pytest.raises(
+        ConfigError, match=r"method_settings.lora.train_norms.*training.train_norms"
+    ):
+        train(
+            cohort,
+            tmp_path / "c",
+            "lora",
+            training=training,
+            method_settings={"train_norms": True},
+        )

@@ -19,6 +19,7 @@ __all__ = [
     "Task",
     "classification_loss",
     "count_parameters",
+    "unfreeze_norms",
 ]
 
 Task = Literal["binary", "multiclass", "multilabel"]
@@ -42,6 +43,28 @@ def count_parameters(model: nn.Module) -> ParameterReport:
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)
     return ParameterReport(total, trainable, 100.0 * trainable / total if total else 0.0)
+
+
+#: The normalisation layers whose affine weights ``unfreeze_norms`` trains.
+NORMS = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm3d)
+
+
+def unfreeze_norms(module: nn.Module) -> list[nn.Parameter]:
+    """Make the affine weights (scale and shift per channel) of every normalisation layer of
+    ``module`` trainable and return them.
+
+    A frozen CT backbone needs per-channel gains to fit FA/MD maps: a rank-r update of a
+    conv kernel cannot rescale all its output channels (``diag(g) W`` is a full-rank change),
+    whereas a trained BatchNorm (like DoRA's magnitude vector) can. A BatchNorm with trained
+    weights also normalises with batch statistics in training mode (``Classifier.train``
+    keeps only fully frozen ones in eval mode), as under full fine-tuning."""
+    params = []
+    for m in module.modules():
+        if isinstance(m, NORMS):
+            for p in m.parameters(recurse=False):
+                p.requires_grad_(True)
+                params.append(p)
+    return params
 
 
 class Method(ABC):

@@ -33,7 +33,7 @@ from peft.tuners.lora import LoraLayer
 from peft.utils import load_peft_weights
 from torch import nn
 
-from neuroadapt.methods.base import AdaptationMethod, Task
+from neuroadapt.methods.base import AdaptationMethod, Task, unfreeze_norms
 from neuroadapt.methods.registry import register_method
 
 __all__ = ["LoRA", "conv3d_names", "default_targets", "merge_adapters"]
@@ -99,7 +99,8 @@ class LoRA(AdaptationMethod):
 
     ``self.model.backbone`` is a ``PeftModel`` around the given backbone (which peft
     modifies in place). Parameter groups: ``adapters`` at ``lr_adapters`` (1e-4) and
-    ``head`` at ``lr_head`` (1e-5), as in paper 1.
+    ``head`` at ``lr_head`` (1e-5), as in paper 1. ``train_norms`` (``training.train_norms``,
+    not in the paper) also trains the backbone's normalisation weights, in ``adapters``.
     """
 
     use_dora: bool = False
@@ -117,6 +118,7 @@ class LoRA(AdaptationMethod):
         target_modules: list[str] | None = None,
         lr_adapters: float = 1e-4,
         lr_head: float = 1e-5,
+        train_norms: bool = False,
     ) -> None:
         targets = target_modules if target_modules is not None else default_targets(backbone)
         if not targets:
@@ -132,6 +134,8 @@ class LoRA(AdaptationMethod):
         feature_dim = backbone.feature_dim
         peft_backbone = get_peft_model(backbone, config)  # freezes all non-adapter weights
         peft_backbone.feature_dim = feature_dim
+        if train_norms:  # trained with the adapters (adapter_parameters takes them)
+            unfreeze_norms(peft_backbone)
         super().__init__(peft_backbone, task=task, num_classes=num_classes, head_hidden=head_hidden)
         self.r, self.lora_alpha, self.targets = r, lora_alpha, targets
         self.lr_adapters, self.lr_head = lr_adapters, lr_head
@@ -142,7 +146,8 @@ class LoRA(AdaptationMethod):
         return self.model.backbone
 
     def adapter_parameters(self) -> list[nn.Parameter]:
-        """The trainable peft parameters (A, B and, for DoRA, the magnitudes)."""
+        """The trainable parameters of the backbone: A, B, for DoRA the magnitudes, and with
+        ``train_norms`` the normalisation weights."""
         return [p for p in self.peft_backbone.parameters() if p.requires_grad]
 
     def param_groups(self) -> list[dict]:

@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from neuroadapt.methods.base import AdaptationMethod, Task
+from neuroadapt.methods.base import AdaptationMethod, Task, unfreeze_norms
 from neuroadapt.methods.lora import conv3d_names
 from neuroadapt.methods.registry import register_method
 
@@ -188,8 +188,9 @@ def add_experts(
 class MoLRE(AdaptationMethod):
     """Frozen backbone + MoLRE on its pointwise Conv3d layers (a ViT: its attention and MLP
     Linear layers; or ``target_modules``) + MLP head; multi-label by default (one logit per
-    finding, BCE each), as in paper 3. Parameter groups: ``adapters`` (experts and routers)
-    at ``lr_adapters``, ``head`` at ``lr_head``."""
+    finding, BCE each), as in paper 3. Parameter groups: ``adapters`` (experts and routers;
+    with ``train_norms`` the backbone's normalisation weights) at ``lr_adapters``, ``head``
+    at ``lr_head``."""
 
     def __init__(
         self,
@@ -204,6 +205,7 @@ class MoLRE(AdaptationMethod):
         target_modules: str | list[str] = "auto",
         lr_adapters: float = 1e-4,
         lr_head: float = 1e-4,
+        train_norms: bool = False,
     ) -> None:
         self._set_trainable(backbone, False)
         targets = target_layers(backbone, target_modules)
@@ -213,6 +215,7 @@ class MoLRE(AdaptationMethod):
                 "use 'all' or name the layers"
             )
         self.layers = add_experts(backbone, targets, experts, r, alpha)
+        self.norms = unfreeze_norms(backbone) if train_norms else []
         super().__init__(backbone, task=task, num_classes=num_classes, head_hidden=head_hidden)
         self.experts, self.r, self.targets = experts, r, targets
         self.lr_adapters, self.lr_head = lr_adapters, lr_head
@@ -224,7 +227,7 @@ class MoLRE(AdaptationMethod):
             for layer in self.layers
             for module in (layer.down, layer.up, layer.router)
             for p in module.parameters()
-        ]
+        ] + self.norms
 
     def param_groups(self) -> list[dict]:
         return [
