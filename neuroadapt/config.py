@@ -22,6 +22,7 @@ from neuroadapt.experiments import (
     IMAGE_METHODS,
     MULTIMODAL_CLASSIFICATION_METHODS,
     NON_IMAGE_INPUTS,
+    PAPER_BACKBONES,
     SEGMENTATION_BACKBONES,
     SEGMENTATION_SURVIVAL_METHODS,
     VIT_BACKBONES,
@@ -253,6 +254,20 @@ def _check_training(config: dict, name: str) -> None:
             f"{where}.backbone.name",
             f"{backbone['name']} does not fit task '{task}': its methods need {needs}",
             f"use one of: {', '.join(sorted(backbones))}",
+        )
+    weightless = not ({"weights", "pretrained_on"} & set(backbone))
+    if (
+        weightless
+        and backbone["name"] in PAPER_BACKBONES
+        and not backbone.get("allow_random_weights")
+    ):
+        raise ConfigError(
+            f"{where}.backbone",
+            f"{backbone['name']} is a paper's foundation model but no weights are given: "
+            "every method would adapt a randomly initialised network, and the comparison "
+            "would say nothing about the paper's method",
+            "give {name: ..., weights: <file>, sha256: <hex>} (or pretrained_on: <CT "
+            "dataset>), or add allow_random_weights: true to run it untrained on purpose",
         )
     if "url" in backbone:
         from neuroadapt.download import WEIGHTS_DIR

@@ -55,6 +55,9 @@ VIT_BACKBONES = frozenset({"vit_m3d", "vit_tiny"})
 FEATURE_BACKBONES = frozenset(
     {"resnet50_w2", "resnet18_w05", "resnet10_w025", "vit_m3d", "vit_tiny"}
 )
+#: The papers' foundation-model sizes: meaningless without their pretrained weights, so an
+#: experiment naming one without weights stops at start-up unless it allows random weights.
+PAPER_BACKBONES = frozenset({"resnet50_w2", "vit_m3d", "unetr_ct", "swinunetr_ct"})
 #: The CT segmentation networks paper 5's methods extend (UNETR and Swin UNETR).
 SEGMENTATION_BACKBONES = frozenset({"unetr_ct", "unetr_tiny", "swinunetr_ct", "swinunetr_tiny"})
 

@@ -278,17 +278,52 @@ def test_weights_need_their_checksum():
         validate_config(config)
 
 
+def preset_with_weights(name: str, experiment: str) -> dict:
+    """A paper preset as a user fills it in: the backbone's weights file and checksum."""
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    backbone = config["experiments"][experiment]["backbone"]
+    config["experiments"][experiment]["backbone"] = {
+        "name": backbone,
+        "weights": "/weights/ct.pt",
+        "sha256": "a" * 64,
+    }
+    return validate_config(config)
+
+
+@pytest.mark.parametrize(
+    ("name", "experiment", "backbone"),
+    [
+        ("paper1_adhd.yaml", "adhd_dti", "resnet50_w2"),
+        ("paper5_hecktor.yaml", "hnc_petct", "unetr_ct"),
+    ],
+)
+def test_a_paper_preset_without_weights_stops_at_start_up(name, experiment, backbone):
+    with pytest.raises(ConfigError) as error:
+        load_config(REPO / "config" / name)
+    message = str(error.value)
+    assert f"experiments.{experiment}.backbone" in message and backbone in message
+    assert "weights" in message and "allow_random_weights: true" in message
+    config = yaml.safe_load((REPO / "config" / name).read_text())
+    config["experiments"][experiment]["backbone"] = {"name": backbone, "allow_random_weights": True}
+    validate_config(config)  # untrained on purpose
+    # a demo-size backbone without weights is not a paper's model: allowed as before
+    config["experiments"][experiment]["backbone"] = (
+        "resnet18_w05" if backbone.startswith("resnet") else "unetr_tiny"
+    )
+    validate_config(config)
+
+
 def test_the_paper5_preset_is_valid_and_fits_the_unetr():
-    config = load_config(REPO / "config" / "paper5_hecktor.yaml")
+    config = preset_with_weights("paper5_hecktor.yaml", "hnc_petct")
     experiment = config["experiments"]["hnc_petct"]
-    assert experiment["backbone"] == "unetr_ct" and experiment["splits"]["folds"] == 5
+    assert experiment["backbone"]["name"] == "unetr_ct" and experiment["splits"]["folds"] == 5
     assert config["petct"]["crop"]["box_voxels"] == [96, 96, 96]  # unetr_ct's input
 
 
 def test_the_paper_presets_are_valid():
-    config = load_config(REPO / "config" / "paper1_adhd.yaml")
+    config = preset_with_weights("paper1_adhd.yaml", "adhd_dti")
     experiment = config["experiments"]["adhd_dti"]
-    assert experiment["backbone"] == "resnet50_w2" and experiment["splits"]["folds"] == 5
+    assert experiment["backbone"]["name"] == "resnet50_w2" and experiment["splits"]["folds"] == 5
     assert config["dwi"]["model_ready"]["shape"] == [128, 128, 128]
     assert config["method_settings"]["lora"] == {"r": 4}
 
