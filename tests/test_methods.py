@@ -521,6 +521,18 @@ def test_molre_adds_under_half_a_percent_on_the_paper_backbone():
         get_method("molre")(tiny(), target_modules=[])
 
 
+def test_molre_auto_adapts_every_conv_of_a_basic_block_resnet():
+    """resnet18_w05 (the demo's) has basic blocks: pointwise convs only in its 3 shortcuts,
+    so "auto" adapts every Conv3d there, as "all" does."""
+    from neuroadapt.models.backbones import resnet18_w05
+
+    with torch.device("meta"):
+        auto = get_method("molre")(resnet18_w05(2), task="binary")
+        pointwise = get_method("molre")(resnet18_w05(2), task="binary", target_modules="pointwise")
+    assert len(auto.layers) == len(convs(resnet18_w05(2))) == 20
+    assert len(pointwise.layers) == 3
+
+
 def test_molre_starts_as_the_backbone_and_routes_softly(backbone, x):
     reference = copy.deepcopy(backbone)
     method = get_method("molre")(backbone, task="binary", target_modules="all")
