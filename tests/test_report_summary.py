@@ -106,3 +106,22 @@ def test_experiments_with_the_same_folds_and_target_are_shown_once(tmp_path):
             }
         )
     assert [e["name"] for e in shared_folds(entries)] == ["a, b", "c"]
+
+
+def test_the_methods_paragraph_states_the_shared_recipe_and_its_tuning():
+    from conftest import REPO
+
+    from neuroadapt.config import load_config
+    from neuroadapt.report.html import methods_paragraph
+
+    config = load_config(REPO / "config" / "config.yaml")
+    text = methods_paragraph(config)
+    # the demo: one head, AdaBN, trained norms, 2 Sobol trials in [3e-4, 3e-2] for adhd_dti
+    assert "Every method of adhd_dti trained the same 128-unit MLP head" in text
+    assert "AdaBN" in text and "also trained its BatchNorm scale and shift" in text
+    assert "among 2 quasi-random (Sobol) trials" in text and "[0.0003, 0.03]" in text
+    config["training"]["train_norms"] = False
+    config["experiments"]["adhd_dti"]["training"] = {"tuning": {"enabled": False}}
+    text = methods_paragraph(config)
+    assert "BatchNorm scale and shift" not in text
+    assert "learning rates were fixed per method" in text

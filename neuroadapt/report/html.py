@@ -311,7 +311,15 @@ def _recipe_sentence(config: Mapping, name: str, backbone: str | None) -> str:
         else f"the same {settings.head_hidden}-unit MLP head"
     )
     sentence = f"Every method of {name} trained {head} with the same epochs, batch size, "
-    sentence += "augmentation and early stopping; "
+    sentence += "augmentation and early stopping"
+    if settings.adapt_batchnorm:
+        sentence += ", BatchNorm statistics re-estimated on the training part (AdaBN)"
+    if settings.train_norms:
+        sentence += (
+            "; the methods that adapt a frozen backbone (LoRA, DoRA, MoLRE) also trained its "
+            "BatchNorm scale and shift (per-channel gains that a low-rank update cannot express)"
+        )
+    sentence += "; "
     if tuning.enabled:
         rank = f" and the rank r in [{tuning.rank[0]}, {tuning.rank[1]}]" if tuning.rank else ""
         shared = ", one value for all of a method's parameter groups" if tuning.shared_lr else ""
