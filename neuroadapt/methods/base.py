@@ -55,15 +55,12 @@ def unfreeze_norms(module: nn.Module) -> list[nn.Parameter]:
 
     A frozen CT backbone needs per-channel gains to fit FA/MD maps: a rank-r update of a
     conv kernel cannot rescale all its output channels (``diag(g) W`` is a full-rank change),
-    whereas a trained BatchNorm (like DoRA's magnitude vector) can. The layers keep their
-    running statistics (the backbone's, or AdaBN's) and stay in eval mode in training
-    (``keep_statistics``, read by ``Classifier.train``): normalising with the statistics of a
-    4-volume batch instead would remove the global diffusivity shifts some findings are
-    (on dti_findings: grey-matter AUC 0.50 with batch statistics, 0.72 kept)."""
+    whereas a trained BatchNorm (like DoRA's magnitude vector) can. A BatchNorm with trained
+    weights also normalises with batch statistics in training mode (``Classifier.train``
+    keeps only fully frozen ones in eval mode), as under full fine-tuning."""
     params = []
     for m in module.modules():
         if isinstance(m, NORMS):
-            m.keep_statistics = True  # Classifier.train keeps it in eval mode
             for p in m.parameters(recurse=False):
                 p.requires_grad_(True)
                 params.append(p)

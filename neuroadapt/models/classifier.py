@@ -24,10 +24,9 @@ def make_head(feature_dim: int, num_outputs: int, hidden: int | None = 128) -> n
 class Classifier(nn.Module):
     """``backbone`` (volume ``(B, C, X, Y, Z)`` -> ``(B, F)``) followed by ``head`` -> logits.
 
-    ``train(True)`` puts every BatchNorm layer whose parameters are all frozen, or that is
-    marked ``keep_statistics`` (trained scale and shift on fixed statistics,
-    ``unfreeze_norms``), back into eval mode, so its running statistics never change (in
-    train mode BatchNorm would update them even though no gradient reaches it).
+    ``train(True)`` puts every BatchNorm layer whose parameters are all frozen back into eval
+    mode, so a frozen backbone's running statistics never change (in train mode BatchNorm
+    would update them even though no gradient reaches it).
     """
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
@@ -43,9 +42,8 @@ class Classifier(nn.Module):
         super().train(mode)
         if mode:
             for module in self.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm) and (
-                    getattr(module, "keep_statistics", False)
-                    or not any(p.requires_grad for p in module.parameters())
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+                    p.requires_grad for p in module.parameters()
                 ):
                     module.eval()
         return self
