@@ -208,7 +208,11 @@ MULTIMODAL_TRAINABLE = (MULTIMODAL_CLASSIFICATION_METHODS, VIT_BACKBONES, "a ViT
 
 def _check_training(config: dict, name: str) -> None:
     """What the train rule needs of an experiment that has methods, checked at start-up."""
-    from neuroadapt.train_settings import PROTOCOL, merged_training, training_settings
+    from neuroadapt.train_settings import (
+        merged_training,
+        refuse_protocol_settings,
+        training_settings,
+    )
 
     experiment = config["experiments"][name]
     where = f"experiments.{name}"
@@ -295,14 +299,7 @@ def _check_training(config: dict, name: str) -> None:
         )
     training_settings(merged_training(config, name), f"{where}.training")
     for method in experiment["methods"]:
-        for key in PROTOCOL:
-            if key in (config.get("method_settings") or {}).get(method, {}):
-                raise ConfigError(
-                    f"method_settings.{method}.{key}",
-                    f"{key} is the same for every method of an experiment, so a comparison "
-                    f"does not mix {key} with the adaptation method",
-                    f"set training.{key} (or the experiment's training.{key}) instead",
-                )
+        refuse_protocol_settings(method, (config.get("method_settings") or {}).get(method))
 
 
 # Experiment inputs that come from the diffusion stage.

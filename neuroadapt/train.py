@@ -45,7 +45,13 @@ from neuroadapt.cohort import Cohort
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.io import atomic_directory
 from neuroadapt.tasks import Augmenter, predict_probabilities, task_for
-from neuroadapt.train_settings import PROTOCOL, AugmentSettings, TrainSettings, training_settings
+from neuroadapt.train_settings import (
+    PROTOCOL,
+    AugmentSettings,
+    TrainSettings,
+    refuse_protocol_settings,
+    training_settings,
+)
 
 __all__ = [
     "AugmentSettings",
@@ -110,14 +116,7 @@ def build_method(
         "encoders",
         "task",
     }
-    for key in PROTOCOL:
-        if key in settings:
-            raise ConfigError(
-                f"method_settings.{method}.{key}",
-                "is set for every method of an experiment alike, so a comparison does not "
-                f"mix {key} with the adaptation method",
-                f"set training.{key} (or the experiment's training.{key}) instead",
-            )
+    refuse_protocol_settings(method, settings)
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise ConfigError(

@@ -14,11 +14,26 @@ __all__ = [
     "TrainSettings",
     "TuningSettings",
     "merged_training",
+    "refuse_protocol_settings",
     "training_settings",
 ]
 
 #: Settings of ``training`` that every method of an experiment gets alike (never a method's).
 PROTOCOL = ("head_hidden", "train_norms")
+
+
+def refuse_protocol_settings(method: str, method_settings: Mapping | None) -> None:
+    """A method's own settings may not set a ``PROTOCOL`` key (checked at start-up and by
+    the train job alike)."""
+    for key in PROTOCOL:
+        if key in (method_settings or {}):
+            raise ConfigError(
+                f"method_settings.{method}.{key}",
+                f"{key} is the same for every method of an experiment, so a comparison does "
+                f"not mix {key} with the adaptation method",
+                f"set training.{key} (or the experiment's training.{key}) instead",
+            )
+
 
 #: Sub-mappings of ``training`` that an experiment's own ``training`` merges key by key.
 NESTED = ("augment", "tuning")

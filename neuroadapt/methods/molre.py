@@ -196,8 +196,9 @@ def add_experts(
 
 @register_method("molre")
 class MoLRE(AdaptationMethod):
-    """Frozen backbone + MoLRE on its pointwise Conv3d layers (a ViT: its attention and MLP
-    Linear layers; or ``target_modules``) + MLP head; multi-label by default (one logit per
+    """Frozen backbone + MoLRE on the layers ``target_layers`` picks (a bottleneck ResNet's
+    pointwise convs, every conv of a basic-block one, a ViT's attention and MLP Linear
+    layers; or ``target_modules``) + MLP head; multi-label by default (one logit per
     finding, BCE each), as in paper 3. Parameter groups: ``adapters`` (experts and routers;
     with ``train_norms`` the backbone's normalisation weights) at ``lr_adapters``, ``head``
     at ``lr_head``."""

@@ -69,6 +69,10 @@ def cohort_section(name: str, dataset: Mapping, paths: Mapping) -> dict:
 ROLE_ORDER = ("train", "validation", "test")
 
 
+def _role_rank(role: str) -> int:
+    return ROLE_ORDER.index(role) if role in ROLE_ORDER else len(ROLE_ORDER)
+
+
 def shared_folds(splits: Sequence[Mapping]) -> list[dict]:
     """Experiments whose folds are the same (the same subjects in every fold and role) and
     whose tables are the same (same target) are shown once, under all their names."""
@@ -104,8 +108,7 @@ def fold_balance(experiment: Mapping, splits_dir: Path, subjects: pd.DataFrame) 
         fold = pd.read_csv(fold_file, sep="\t", dtype=str).merge(
             subjects.drop_duplicates("participant_id"), on="participant_id"
         )
-        order = {role: i for i, role in enumerate(ROLE_ORDER)}
-        for role, part in sorted(fold.groupby("role"), key=lambda item: order.get(item[0], 9)):
+        for role, part in sorted(fold.groupby("role"), key=lambda item: _role_rank(item[0])):
             row = {"fold": fold_file.stem[5:], "role": role, "n": len(part)}
             if isinstance(target, str) and target in part.columns:
                 counts = part[target].value_counts().sort_index()
