@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bring up a real one-node SLURM cluster (Debian packages) with accounting and a fake GPU,
+# Bring up a real one-node SLURM cluster (Debian packages) with accounting and fake GPUs,
 # as root, without systemd: munge -> MariaDB -> slurmdbd -> accounts -> slurmctld -> slurmd.
 # Idempotent: daemons already running are left alone. Used by .ci/slurm_demo.sh.
 set -euo pipefail
@@ -15,6 +15,11 @@ read -r CPUS SOCKETS CORES THREADS MEMORY < <(slurmd -C | awk '
     {for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }}
     END {print v["CPUs"], v["SocketsPerBoard"], v["CoresPerSocket"], v["ThreadsPerCore"], v["RealMemory"]}')
 MEMORY=$((MEMORY * 9 / 10))  # a little below what the node reports
+# Fake GPUs (counted, no device): one per CPU, at most 4, so that training jobs (one CPU per
+# GPU) run side by side as they would on a GPU node instead of queueing one at a time.
+GPUS=$(( CPUS < 4 ? CPUS : 4 ))
+# SLURM counts a GPU per device file; character devices that every machine has stand in.
+GPU_FILES=$(echo /dev/null /dev/zero /dev/full /dev/urandom | cut -d' ' -f1-"$GPUS" | tr ' ' ,)
 
 wait_for() {  # wait_for "description" command...
     local what=$1; shift
@@ -86,12 +91,12 @@ AccountingStorageTRES=gres/gpu
 AccountingStoreFlags=job_comment
 JobAcctGatherType=jobacct_gather/linux
 JobCompType=jobcomp/none
-NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${CPUS} Sockets=${SOCKETS} CoresPerSocket=${CORES} ThreadsPerCore=${THREADS} RealMemory=${MEMORY} Gres=gpu:fake:1 State=UNKNOWN
+NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${CPUS} Sockets=${SOCKETS} CoresPerSocket=${CORES} ThreadsPerCore=${THREADS} RealMemory=${MEMORY} Gres=gpu:fake:${GPUS} State=UNKNOWN
 PartitionName=debug Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP
 CONF
 cat >/etc/slurm/gres.conf <<CONF
 AutoDetect=off
-NodeName=${NODE} Name=gpu Type=fake File=/dev/null
+NodeName=${NODE} Name=gpu Type=fake File=${GPU_FILES}
 CONF
 
 pgrep -x slurmdbd >/dev/null || slurmdbd
