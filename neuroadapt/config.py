@@ -18,19 +18,15 @@ import yaml
 
 from neuroadapt.errors import ConfigError
 from neuroadapt.experiments import (
-    FEATURE_BACKBONES,
-    IMAGE_METHODS,
-    MULTIMODAL_CLASSIFICATION_METHODS,
+    BACKBONE_KINDS,
     NON_IMAGE_INPUTS,
     PAPER_BACKBONES,
-    SEGMENTATION_BACKBONES,
-    SEGMENTATION_SURVIVAL_METHODS,
-    VIT_BACKBONES,
     backbone_config,
     image_kind,
     reference_method,
     trained_experiments,
 )
+from neuroadapt.method_cards import cards_of_family, method_cards
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
 DEMO_ROOT = "resources/demo"
@@ -54,8 +50,14 @@ INPUT_MODALITY = {
 
 
 def load_schema(path: str | Path = SCHEMA_PATH) -> dict:
+    """The config schema, with the method names every methods list and method_settings
+    allows taken from the method cards (so a new method module needs no schema edit)."""
     with open(path) as handle:
-        return yaml.safe_load(handle)
+        schema = yaml.safe_load(handle)
+    methods = {"enum": sorted(method_cards())}
+    schema["properties"]["method_settings"]["propertyNames"] = methods
+    schema["$defs"]["experiment"]["properties"]["methods"]["items"] = methods
+    return schema
 
 
 def _key(path) -> str:
@@ -189,25 +191,33 @@ def _check_semantics(config: dict) -> None:
     _check_diffusion(config)
 
 
-#: Task -> (methods the train rule trains on it, backbones they take, what those provide).
-TRAINABLE = {
-    "binary": (IMAGE_METHODS, FEATURE_BACKBONES, "pooled features"),
-    # paper 3: one logit per label (finding) on the same image methods
-    "multilabel": (IMAGE_METHODS, FEATURE_BACKBONES, "pooled features"),
-    "segmentation+survival": (
-        SEGMENTATION_SURVIVAL_METHODS,
-        SEGMENTATION_BACKBONES,
-        "a CT segmentation network",
-    ),
-}
+def _family(task: str, non_image: list[str]) -> str:
+    """The family of methods (method_cards.FAMILIES) that trains an experiment's task on its
+    inputs: image methods on image inputs; multimodal ones when report text, clinical or
+    genetic inputs come with the image; paper 5's on segmentation+survival."""
+    if task == "segmentation+survival":
+        return "segmentation_survival"
+    return "multimodal" if non_image else "image"
 
 
-#: Binary experiments with non-image inputs (papers 2 and 4).
-MULTIMODAL_TRAINABLE = (MULTIMODAL_CLASSIFICATION_METHODS, VIT_BACKBONES, "a ViT image encoder")
+def _trainable_summary() -> str:
+    """Which methods train on which tasks and inputs, from the method cards."""
+    parts = []
+    for family, inputs in (
+        ("image", "image inputs"),
+        ("multimodal", "report_text, clinical or genetics inputs besides the image"),
+        ("segmentation_survival", "CT and PET"),
+    ):
+        cards = cards_of_family(family)
+        tasks = sorted({task for card in cards for task in card.tasks})
+        names = ", ".join(card.name for card in cards)
+        parts.append(f"{' or '.join(tasks)} on {inputs}: {names}")
+    return "; ".join(parts)
 
 
 def _check_training(config: dict, name: str) -> None:
-    """What the train rule needs of an experiment that has methods, checked at start-up."""
+    """What the train rule needs of an experiment that has methods, checked at start-up.
+    What each method trains on, needs and takes as a backbone comes from its card."""
     from neuroadapt.train_settings import (
         merged_training,
         refuse_protocol_settings,
@@ -217,16 +227,15 @@ def _check_training(config: dict, name: str) -> None:
     experiment = config["experiments"][name]
     where = f"experiments.{name}"
     task = experiment["task"]
-    if task not in TRAINABLE:
+    cards = method_cards()
+    trainable_tasks = sorted({t for card in cards.values() for t in card.tasks})
+    if task not in trainable_tasks:
         raise ConfigError(
             f"{where}.methods",
-            f"training on task '{task}' is not built yet ({' or '.join(TRAINABLE)} only)",
+            f"training on task '{task}' is not built yet ({' or '.join(trainable_tasks)} only)",
             "leave methods empty ([]) for this experiment",
         )
-    methods, backbones, needs = TRAINABLE[task]
     non_image = [name for name in experiment["inputs"] if name in NON_IMAGE_INPUTS]
-    if task == "binary" and non_image:
-        methods, backbones, needs = MULTIMODAL_TRAINABLE
     if task == "multilabel" and non_image:
         raise ConfigError(
             f"{where}.inputs",
@@ -234,31 +243,40 @@ def _check_training(config: dict, name: str) -> None:
             "drop them from inputs (e.g. inputs: [fa, md] or [ct, pet])",
         )
     image_kind(experiment["inputs"], where)
-    other = [m for m in experiment["methods"] if m not in methods]
+    family = _family(task, non_image)
+    other = [
+        m for m in experiment["methods"] if cards[m].family != family or task not in cards[m].tasks
+    ]
     if other:
+        here = ", ".join(card.name for card in cards_of_family(family) if task in card.tasks)
         raise ConfigError(
             f"{where}.methods",
-            f"{', '.join(other)} cannot be trained on task '{task}'; the train rule trains "
-            f"{', '.join(sorted(methods))} there (binary with report_text, clinical or "
-            "genetics inputs: brain_adapter, anchored_qformer, late_fusion, feature_concat; "
-            "segmentation+survival: pemma, early_fusion, ct_only)",
+            f"{', '.join(other)} cannot be trained on task '{task}' with inputs "
+            f"{list(experiment['inputs'])}; the train rule trains {here} there "
+            f"({_trainable_summary()})",
             "leave them out of this experiment",
         )
-    if "brain_adapter" in experiment["methods"] and "report_text" not in experiment["inputs"]:
-        raise ConfigError(
-            f"{where}.inputs", "brain_adapter aligns the image with report_text", "add it"
-        )
-    if task == "segmentation+survival" and "ct" not in experiment["inputs"]:
-        raise ConfigError(f"{where}.inputs", "paper 5's methods read CT", "use inputs: [ct, pet]")
+    for method in experiment["methods"]:
+        missing = [i for i in cards[method].needs_inputs if i not in experiment["inputs"]]
+        if missing:
+            raise ConfigError(
+                f"{where}.inputs",
+                f"{method} ({cards[method].paper}) reads {', '.join(missing)}",
+                f"add {', '.join(missing)} to inputs",
+            )
     backbone = backbone_config(experiment)
     if not backbone:
         raise ConfigError(f"{where}.backbone", "is missing", "name one, e.g. {name: resnet18_w05}")
-    if backbone["name"] not in backbones:
-        raise ConfigError(
-            f"{where}.backbone.name",
-            f"{backbone['name']} does not fit task '{task}': its methods need {needs}",
-            f"use one of: {', '.join(sorted(backbones))}",
-        )
+    for kind in sorted({cards[m].backbones for m in experiment["methods"]}):
+        backbones, needs = BACKBONE_KINDS[kind]
+        if backbone["name"] not in backbones:
+            methods = [m for m in experiment["methods"] if cards[m].backbones == kind]
+            raise ConfigError(
+                f"{where}.backbone.name",
+                f"{backbone['name']} does not fit task '{task}': its methods "
+                f"({', '.join(methods)}) need {needs}",
+                f"use one of: {', '.join(sorted(backbones))}",
+            )
     weightless = not ({"weights", "pretrained_on"} & set(backbone))
     if (
         weightless

@@ -7,9 +7,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from neuroadapt.errors import ConfigError
+from neuroadapt.method_cards import cards_of_family
 
 __all__ = [
     "IMAGE_CHANNELS",
+    "BACKBONE_KINDS",
     "FEATURE_BACKBONES",
     "IMAGE_METHODS",
     "MULTIMODAL_CLASSIFICATION_METHODS",
@@ -33,17 +35,15 @@ IMAGE_CHANNELS: dict[str, tuple[str, int]] = {
 }
 
 
-#: Methods that adapt one image backbone with a classification head (``AdaptationMethod``
-#: subclasses; a test keeps this equal to the registry): what the train rule trains for a
-#: binary experiment on image inputs, and for a multilabel one (one logit per label).
-IMAGE_METHODS = frozenset({"linear_probe", "full_finetune", "scratch", "lora", "dora", "molre"})
-#: Paper 5's methods (reading CT and/or PET only): what it trains for segmentation+survival.
-SEGMENTATION_SURVIVAL_METHODS = frozenset({"pemma", "early_fusion", "ct_only"})
-#: Papers 2 and 4: what it trains for a binary experiment with report text, clinical or
-#: genetic inputs besides the image.
-MULTIMODAL_CLASSIFICATION_METHODS = frozenset(
-    {"brain_adapter", "anchored_qformer", "late_fusion", "feature_concat"}
+#: Methods by family, from their cards (neuroadapt/method_cards.py): what the train rule
+#: trains for a binary or multilabel experiment on image inputs (one backbone + head); for
+#: segmentation+survival on CT and PET (paper 5); for a binary experiment with report text,
+#: clinical or genetic inputs besides the image (papers 2 and 4).
+IMAGE_METHODS = frozenset(card.name for card in cards_of_family("image"))
+SEGMENTATION_SURVIVAL_METHODS = frozenset(
+    card.name for card in cards_of_family("segmentation_survival")
 )
+MULTIMODAL_CLASSIFICATION_METHODS = frozenset(card.name for card in cards_of_family("multimodal"))
 #: Experiment inputs that are not image channels (neuroadapt.nonimage_inputs reads them).
 NON_IMAGE_INPUTS = ("report_text", "clinical", "genetics")
 #: ViT backbones: what those methods' image encoder is.
@@ -60,6 +60,12 @@ FEATURE_BACKBONES = frozenset(
 PAPER_BACKBONES = frozenset({"resnet50_w2", "vit_m3d", "unetr_ct", "swinunetr_ct"})
 #: The CT segmentation networks paper 5's methods extend (UNETR and Swin UNETR).
 SEGMENTATION_BACKBONES = frozenset({"unetr_ct", "unetr_tiny", "swinunetr_ct", "swinunetr_tiny"})
+#: A method card's ``backbones`` kind -> (the backbones of that kind, what they provide).
+BACKBONE_KINDS = {
+    "features": (FEATURE_BACKBONES, "pooled features"),
+    "vit": (VIT_BACKBONES, "a ViT image encoder"),
+    "segmentation": (SEGMENTATION_BACKBONES, "a CT segmentation network"),
+}
 
 
 def image_kind(inputs, where: str) -> str:

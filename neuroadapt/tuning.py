@@ -1,8 +1,8 @@
 """Equal-budget tuning of a method's learning rates (and rank) on a fold's validation part.
 
-What is tuned is read from the method's constructor, so every registered method takes part
-without a list to keep: each keyword argument named ``lr`` or ``lr_<group>`` is a learning
-rate, ``r`` a rank. :func:`trial_settings` draws the same number of settings for every
+What is tuned is what the method's card declares tunable (``register_method(...,
+tunable=...)``, :mod:`neuroadapt.method_cards`): each setting named ``lr`` or ``lr_<group>``
+is a learning rate, ``r`` a rank. :func:`trial_settings` draws the same number of settings for every
 method from :class:`~neuroadapt.train_settings.TuningSettings`' ranges with Optuna's
 quasi-Monte Carlo sampler (scrambled Sobol points, seeded: they cover a range evenly with
 few trials and do not depend on earlier trials' scores, so trials could run as separate
@@ -11,7 +11,6 @@ jobs). The train job keeps the trial of lowest validation loss.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import warnings
 from collections.abc import Mapping
@@ -25,15 +24,14 @@ SHARED_LR = "lr"
 
 
 def learning_rate_names(method_cls: type) -> list[str]:
-    """The method's learning-rate keyword arguments (``lr``, ``lr_head``, ...), in order."""
-    names = inspect.signature(method_cls.__init__).parameters
-    return [n for n in names if n == "lr" or n.startswith("lr_")]
+    """The method's tunable learning rates (``lr``, ``lr_head``, ...), in card order."""
+    return [n for n in method_cls.card.tunable if n == "lr" or n.startswith("lr_")]
 
 
 def tuned_names(method_cls: type, tuning: TuningSettings) -> list[str]:
     """The keyword arguments of ``method_cls`` that ``tuning`` chooses."""
     names = learning_rate_names(method_cls)
-    if tuning.rank is not None and "r" in inspect.signature(method_cls.__init__).parameters:
+    if tuning.rank is not None and "r" in method_cls.card.tunable:
         names.append("r")
     return names
 

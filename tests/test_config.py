@@ -228,12 +228,12 @@ def test_an_unknown_method_stops_the_run_at_start_up():
         (
             lambda e: e.update(methods=["lora", "pemma", "brain_adapter"]),
             r"'experiments.adhd_dti.methods': pemma, brain_adapter cannot be trained on task "
-            r"'binary'; the train rule trains dora, full_finetune",
+            r"'binary' with inputs \['fa', 'md'\]; the train rule trains dora, full_finetune",
         ),
         (
             lambda e: e.update(backbone="unetr_tiny"),
             r"'experiments.adhd_dti.backbone.name': unetr_tiny does not fit task 'binary': its "
-            r"methods need pooled features",
+            r"methods \(linear_probe, .*, molre\) need pooled features",
         ),
     ],
 )
@@ -248,17 +248,19 @@ def test_an_experiment_that_cannot_be_trained_stops_the_run_at_start_up(change, 
     [
         (
             lambda e: e.update(methods=["lora"]),
-            r"'experiments.ad_multimodal.methods': lora cannot be trained on task 'binary'; the "
-            r"train rule trains anchored_qformer, brain_adapter, feature_concat, late_fusion",
+            r"'experiments.ad_multimodal.methods': lora cannot be trained on task 'binary' with "
+            r"inputs .*; the train rule trains anchored_qformer, brain_adapter, feature_concat, "
+            r"late_fusion",
         ),
         (
             lambda e: e.update(backbone="resnet18_w05"),
             r"'experiments.ad_multimodal.backbone.name': resnet18_w05 does not fit task 'binary': "
-            r"its methods need a ViT image encoder",
+            r"its methods \(.*brain_adapter.*\) need a ViT image encoder",
         ),
         (
             lambda e: e.update(inputs=["fa", "md", "clinical"]),
-            r"'experiments.ad_multimodal.inputs': brain_adapter aligns the image with report_text",
+            r"'experiments.ad_multimodal.inputs': brain_adapter \(paper 2, Brain-Adapter .*\) reads "
+            r"report_text. Fix: add report_text to inputs",
         ),
     ],
 )

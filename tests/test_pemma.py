@@ -139,6 +139,20 @@ def test_backbones_registered():
     assert Pemma.modalities == ("ct", "pet") and CTOnly.modalities == ("ct",)
 
 
+def test_pet_token_skips_add_the_copies_of_encoder2_to_4_at_paper_size():
+    """pet_skips="image+tokens" (the paper's "skip connections" read as UNETR's token skips
+    too): PEMMA then trains 5.8% of early fusion, the copies being 1,757,184 parameters."""
+    with torch.device("meta"):
+        ct = unetr_ct()
+        copies = sum(n_params(e) for e in ct.token_skip_encoders)
+        image = Pemma(unetr_ct(), r=8).parameter_report()
+        tokens = Pemma(unetr_ct(), r=8, pet_skips="image+tokens").parameter_report()
+        early = EarlyFusion(unetr_ct()).parameter_report()
+    assert copies == 1_757_184
+    assert tokens.trainable == image.trainable + copies + 3  # + one beta per token skip
+    assert tokens.trainable / early.trainable == pytest.approx(0.0585, abs=5e-4)
+
+
 # --- pemma: counts, equivalence, frozen parts -------------------------------------------
 
 
@@ -332,6 +346,54 @@ def test_adapters_save_and_load_alone(tmp_path):
                 torch.testing.assert_close(a[key], b[key])
     with pytest.raises(ValueError, match="adapters do not fit"):
         Pemma(unetr_tiny(), r=4).load_adapters(tmp_path)
+
+
+def test_pet_token_skips_start_as_the_image_only_model_and_train():
+    ct, pet = volumes()
+    image = Pemma(tiny(), modality_dropout=BOTH_ONLY)
+    tokens = Pemma(tiny(), modality_dropout=BOTH_ONLY, pet_skips="image+tokens", lr_pet=1e-2)
+    parts = pemma_counts(D, FS, N, 8, dora=False)
+    copies = sum(n_params(e) for e in tiny().token_skip_encoders)
+    assert sum(p.numel() for p in tokens.pet_parameters()) == (
+        parts["pet_embedding"] + parts["pet_skip"] + parts["beta"] + copies + 3
+    )
+    with torch.no_grad():  # betas at 0 and copies equal to the frozen encoders
+        for inputs in ({"ct": ct, "pet": pet}, {"pet": pet}, {"ct": ct}):
+            a, b = image.model.eval()(inputs), tokens.model.eval()(inputs)
+            torch.testing.assert_close(a["segmentation"], b["segmentation"])
+    model = tokens.model.train()
+    optimizer = tokens.optimizer(weight_decay=0.0)
+    for _ in range(2):
+        optimizer.zero_grad()
+        tokens.loss(model({"ct": ct, "pet": pet}), targets()).backward()
+        optimizer.step()
+    assert torch.count_nonzero(model.token_betas) == 3
+    with torch.no_grad():
+        a = image.model.eval()({"ct": ct, "pet": pet})["segmentation"]
+        b = tokens.model.eval()({"ct": ct, "pet": pet})["segmentation"]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_pet_token_skips_save_load_and_refusals(tmp_path):
+    backbone = tiny()
+    weights = copy.deepcopy(backbone.state_dict())
+    method = Pemma(backbone, pet_skips="image+tokens")
+    randomise([p for p in method.model.parameters() if p.requires_grad])
+    method.save_adapters(tmp_path)
+    assert '"pet_skips": "image+tokens"' in (tmp_path / "pemma_config.json").read_text()
+    fresh_backbone = unetr_tiny()
+    fresh_backbone.load_state_dict(weights)
+    fresh = Pemma(fresh_backbone, pet_skips="image+tokens")
+    fresh.load_adapters(tmp_path)
+    ct, pet = volumes()
+    with torch.no_grad():
+        a = fresh.model.eval()({"ct": ct, "pet": pet})
+        b = method.model.eval()({"ct": ct, "pet": pet})
+    torch.testing.assert_close(a["segmentation"], b["segmentation"])
+    with pytest.raises(ValueError, match=r"unexpected \['pet_token_skips"):
+        Pemma(unetr_tiny()).load_adapters(tmp_path)
+    with pytest.raises(ValueError, match="pet_skips must be one of"):
+        Pemma(tiny(), pet_skips="decoder")
 
 
 # --- baselines --------------------------------------------------------------------------

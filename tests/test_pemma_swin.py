@@ -343,3 +343,8 @@ def test_swin_bad_inputs_give_clear_errors():
         SwinUNETRBackbone(img_size=(32, 32, 32), feature_size=12, norm_name="instance")
     with pytest.raises(ValueError, match="1 input channel"):
         Pemma(swinunetr_tiny(in_channels=2))
+
+
+def test_pet_token_skips_are_refused_on_swin():
+    with pytest.raises(ValueError, match="pet_skips='image\\+tokens' needs a UNETR"):
+        Pemma(tiny(), pet_skips="image+tokens")

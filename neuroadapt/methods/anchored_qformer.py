@@ -520,7 +520,14 @@ class AnchoredQFormerModel(nn.Module):
         return self.heads[anchor](pooled)
 
 
-@register_method("anchored_qformer")
+@register_method(
+    "anchored_qformer",
+    paper="paper 4 (ICLR 2026, OpenReview gPTjQxC74G)",
+    family="multimodal",
+    tasks=("binary",),
+    backbones="vit",
+    tunable={"lr_qformer": 1e-4, "lr_lora": 1e-4, "lr_heads": 1e-3, "r": 4},
+)
 class AnchoredQFormer(MultimodalEncoderMethod):
     """Paper 4's modality-anchored interaction (see the module docstring).
 

@@ -285,7 +285,15 @@ class BrainAdapterModel(nn.Module):
         return self
 
 
-@register_method("brain_adapter")
+@register_method(
+    "brain_adapter",
+    paper="paper 2, Brain-Adapter (arXiv 2501.16282)",
+    family="multimodal",
+    tasks=("binary",),
+    backbones="vit",
+    needs_inputs=("report_text",),
+    tunable={"lr_adapter": 1e-4, "lr_projections": 1e-4, "lr_head": 1e-3},
+)
 class BrainAdapter(MultimodalMethod):
     """Brain-Adapter (paper 2) on a ViT backbone (``vit_m3d`` for the paper, ``vit_tiny`` on
     CPU); see the module docstring for the architecture, modes and defaults.

@@ -15,7 +15,14 @@ from neuroadapt.methods.lora import LoRA
 from neuroadapt.methods.registry import register_method
 
 
-@register_method("dora")
+@register_method(
+    "dora",
+    paper="paper 1 (arXiv 2511.06163), with DoRA (Liu et al., arXiv 2402.09353)",
+    family="image",
+    tasks=("binary", "multilabel"),
+    backbones="features",
+    tunable={"lr_adapters": 1e-4, "lr_head": 1e-5, "r": 4},
+)
 class DoRA(LoRA):
     """``LoRA`` with ``use_dora=True``; merging folds the magnitudes in as well."""
 

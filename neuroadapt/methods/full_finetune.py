@@ -17,7 +17,14 @@ from neuroadapt.methods.base import AdaptationMethod, Task
 from neuroadapt.methods.registry import register_method
 
 
-@register_method("full_finetune")
+@register_method(
+    "full_finetune",
+    paper="reference of paper 1 (arXiv 2511.06163)",
+    family="image",
+    tasks=("binary", "multilabel"),
+    backbones="features",
+    tunable={"lr_backbone": 1e-5, "lr_head": 1e-4},
+)
 class FullFinetune(AdaptationMethod):
     """All parameters trainable; BatchNorm statistics update in train mode."""
 

@@ -88,7 +88,14 @@ class LateFusionModel(nn.Module):
         }
 
 
-@register_method("late_fusion")
+@register_method(
+    "late_fusion",
+    paper="baseline of paper 4 (ICLR 2026, OpenReview gPTjQxC74G)",
+    family="multimodal",
+    tasks=("binary",),
+    backbones="vit",
+    tunable={"lr_heads": 1e-3},
+)
 class LateFusion(MultimodalEncoderMethod):
     """Late Fusion: each frozen encoder + its own trained head; predictions averaged.
 
@@ -155,7 +162,14 @@ class FeatureConcatModel(nn.Module):
         return {"logits": self.head(torch.cat([*parts, flags], dim=1))}
 
 
-@register_method("feature_concat")
+@register_method(
+    "feature_concat",
+    paper="baseline of paper 4 (ICLR 2026, OpenReview gPTjQxC74G)",
+    family="multimodal",
+    tasks=("binary",),
+    backbones="vit",
+    tunable={"lr_head": 1e-3},
+)
 class FeatureConcat(MultimodalEncoderMethod):
     """Feature Concatenation: pooled frozen features concatenated -> trained MLP head.
 

@@ -17,7 +17,14 @@ from neuroadapt.methods.base import AdaptationMethod, Task
 from neuroadapt.methods.registry import register_method
 
 
-@register_method("linear_probe")
+@register_method(
+    "linear_probe",
+    paper="baseline of paper 1 (arXiv 2511.06163)",
+    family="image",
+    tasks=("binary", "multilabel"),
+    backbones="features",
+    tunable={"lr_head": 1e-3},
+)
 class LinearProbe(AdaptationMethod):
     """Backbone frozen (BatchNorm in eval mode); only the head trains, at ``lr_head``."""
 

@@ -92,7 +92,14 @@ def merge_adapters(model: nn.Module, adapter: str = ADAPTER) -> nn.Module:
     return merged
 
 
-@register_method("lora")
+@register_method(
+    "lora",
+    paper="paper 1 (arXiv 2511.06163)",
+    family="image",
+    tasks=("binary", "multilabel"),
+    backbones="features",
+    tunable={"lr_adapters": 1e-4, "lr_head": 1e-5, "r": 4},
+)
 class LoRA(AdaptationMethod):
     """Frozen backbone + peft LoRA (rank ``r``) on every Conv3d, or on the layers the backbone
     declares (a ViT: attention projections), + trained MLP head.

@@ -194,7 +194,14 @@ def add_experts(
     return layers
 
 
-@register_method("molre")
+@register_method(
+    "molre",
+    paper="paper 3, MoLRE (arXiv 2603.00675)",
+    family="image",
+    tasks=("binary", "multilabel"),
+    backbones="features",
+    tunable={"lr_adapters": 1e-4, "lr_head": 1e-4, "r": 2},
+)
 class MoLRE(AdaptationMethod):
     """Frozen backbone + MoLRE on the layers ``target_layers`` picks (a bottleneck ResNet's
     pointwise convs, every conv of a basic-block one, a ViT's attention and MLP Linear

@@ -1,9 +1,14 @@
-"""The registry of adaptation methods: a config line ``methods: [lora, dora]`` names them."""
+"""The registry of adaptation methods: a config line ``methods: [lora, dora]`` names them.
+
+Each method registers with its card (:class:`neuroadapt.method_cards.MethodCard`): paper,
+family, tasks, backbones, inputs it needs and tunable settings with their defaults."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TypeVar
+
+from neuroadapt.method_cards import MethodCard
 
 __all__ = ["METHODS", "available_methods", "get_method", "register_method"]
 
@@ -11,13 +16,15 @@ METHODS: dict[str, type] = {}
 T = TypeVar("T", bound=type)
 
 
-def register_method(name: str) -> Callable[[T], T]:
-    """Class decorator: register an ``AdaptationMethod`` subclass under ``name``."""
+def register_method(name: str, **card) -> Callable[[T], T]:
+    """Class decorator: register a method class under ``name`` with its card (literal
+    keyword arguments of :class:`MethodCard`, which the workflow reads from the source)."""
 
     def decorate(cls: T) -> T:
         if name in METHODS:
             raise ValueError(f"method {name!r} is registered twice")
         cls.name = name
+        cls.card = MethodCard(name=name, **card)
         METHODS[name] = cls
         return cls
 

@@ -14,7 +14,14 @@ from neuroadapt.methods.base import AdaptationMethod, Task
 from neuroadapt.methods.registry import register_method
 
 
-@register_method("scratch")
+@register_method(
+    "scratch",
+    paper="no-pretraining ablation of paper 1 (arXiv 2511.06163)",
+    family="image",
+    tasks=("binary", "multilabel"),
+    backbones="features",
+    tunable={"lr": 1e-4},
+)
 class Scratch(AdaptationMethod):
     """Backbone re-initialised (``backbone.reset_parameters()``), everything trains at ``lr``."""
 

@@ -155,20 +155,41 @@ class UNETRBackbone(nn.Module):
             hidden.append(tokens)
         return self.net.vit.norm(tokens), hidden
 
+    @property
+    def token_skip_encoders(self) -> tuple[nn.Module, nn.Module, nn.Module]:
+        """UNETR's ``encoder2``-``encoder4``: the skips from blocks 3, 6 and 9's tokens."""
+        return (self.net.encoder2, self.net.encoder3, self.net.encoder4)
+
+    def token_skips(
+        self, hidden: Sequence[torch.Tensor], encoders: Sequence[nn.Module] | None = None
+    ) -> list[torch.Tensor]:
+        """The decoder's token skip features from the block outputs ``hidden`` (blocks 3, 6,
+        9, each ``(B, num_patches, D)``), through ``encoders`` (default: the network's own
+        ``token_skip_encoders``; PEMMA passes its PET copies)."""
+        encoders = self.token_skip_encoders if encoders is None else encoders
+        return [
+            encoder(self.net.proj_feat(hidden[block]))
+            for encoder, block in zip(encoders, SKIP_BLOCKS, strict=True)
+        ]
+
     def decode(
-        self, final: torch.Tensor, hidden: Sequence[torch.Tensor], skip: torch.Tensor
+        self,
+        final: torch.Tensor,
+        hidden: Sequence[torch.Tensor],
+        skip: torch.Tensor,
+        token_skips: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """UNETR's decoder: final tokens ``(B, N, D)``, the 12 block outputs ``(B, N, D)``
         (only blocks 3, 6, 9 are read) and the skip features ``(B, feature_size, *img_size)``
-        -> logits ``(B, out_channels, *img_size)``. ``N`` must be ``num_patches``."""
+        -> logits ``(B, out_channels, *img_size)``. ``N`` must be ``num_patches``.
+        ``token_skips`` (the three features ``token_skips(hidden)`` gives) replace what the
+        blocks' outputs would give when passed."""
         net = self.net
         if final.shape[1] != self.num_patches:
             raise ValueError(
                 f"decode expects {self.num_patches} tokens (one per patch), got {final.shape[1]}"
             )
-        enc2 = net.encoder2(net.proj_feat(hidden[SKIP_BLOCKS[0]]))
-        enc3 = net.encoder3(net.proj_feat(hidden[SKIP_BLOCKS[1]]))
-        enc4 = net.encoder4(net.proj_feat(hidden[SKIP_BLOCKS[2]]))
+        enc2, enc3, enc4 = self.token_skips(hidden) if token_skips is None else token_skips
         dec3 = net.decoder5(net.proj_feat(final), enc4)
         dec2 = net.decoder4(dec3, enc3)
         dec1 = net.decoder3(dec2, enc2)
