@@ -127,7 +127,9 @@ def build_method(
     settings |= {k: v for k, v in (protocol or {}).items() if k in accepted}
     torch.manual_seed(seed)  # adapter and head initialisation
     if method in MULTIMODAL_CLASSIFICATION_METHODS:
-        return multimodal_classifier(cls, backbone, in_channels, extra or {}, settings)
+        return multimodal_classifier(
+            cls, backbone, in_channels, extra or {}, settings, image_size=image_size
+        )
     multimodal = issubclass(cls, MultimodalMethod)
     sized = multimodal and image_size is not None and takes_image_size(backbone["name"])
     net = get_backbone(
@@ -146,10 +148,18 @@ def build_method(
     return cls(net, task=task, **settings)
 
 
-def multimodal_classifier(cls, backbone: Mapping, in_channels: int, extra: Mapping, settings):
+def multimodal_classifier(
+    cls,
+    backbone: Mapping,
+    in_channels: int,
+    extra: Mapping,
+    settings,
+    image_size: Sequence[int] | None = None,
+):
     """A paper-2/4 method for a binary experiment. ``brain_adapter``: its adapter maps the
-    ``in_channels`` image onto the (one-channel) ViT, the text width comes from the report
-    embeddings. The others get one frozen encoder per input: the ViT (on ``in_channels``), and
+    ``in_channels`` image of ``image_size`` onto the (one-channel) ViT's grid (strided where
+    the image is at least twice the grid), the text width comes from the report embeddings.
+    The others get one frozen encoder per input: the ViT (on ``in_channels``), and
     for the report embeddings and each table a 2-block transformer at the ViT's width. Those
     are random stand-ins for paper 4's phase-1 encoders (uni-modally fine-tuned foundation
     models), which the demo does not have."""
@@ -164,7 +174,8 @@ def multimodal_classifier(cls, backbone: Mapping, in_channels: int, extra: Mappi
     )
     if adapter:
         text = extra["report_text"].shape[-1]
-        return cls(vit, task="binary", text_dim=text, in_channels=in_channels, **settings)
+        size = {} if image_size is None else {"in_size": tuple(int(v) for v in image_size)}
+        return cls(vit, task="binary", text_dim=text, in_channels=in_channels, **size, **settings)
     width, heads = vit.feature_dim, vit.config["num_heads"]
     encoders: dict = {"image": vit}
     if "report_text" in extra:

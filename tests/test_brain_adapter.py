@@ -12,6 +12,7 @@ from neuroadapt.errors import InputError
 from neuroadapt.methods.brain_adapter import (
     BottleneckAdapter,
     BrainAdapter,
+    bottleneck_strides,
     clip_contrastive_loss,
     resample_volume,
 )
@@ -60,11 +61,16 @@ def vit_params_closed_form() -> int:
     return embed + layers * block + 2 * d
 
 
-def adapter_params_closed_form(c_in: int = C_IN, c_vit: int = VIT["c"]) -> int:
+def adapter_params_closed_form(
+    c_in: int = C_IN, c_vit: int = VIT["c"], hidden: int = HIDDEN, stages: int = 1
+) -> int:
+    """mix (1x1x1) + encode (``stages`` k^3 convs, the first from the input) + refine (k^3)
+    + up (1x1x1)."""
     mix = c_in * c_vit + c_vit
-    down = c_vit * HIDDEN * K**3 + HIDDEN
-    up = HIDDEN * c_vit * K**3 + c_vit
-    return mix + down + up
+    encode = (c_in * hidden * K**3 + hidden) + (stages - 1) * (hidden * hidden * K**3 + hidden)
+    refine = hidden * hidden * K**3 + hidden
+    up = hidden * c_vit + c_vit
+    return mix + encode + refine + up
 
 
 PROJECTIONS = VIT["d"] * EMBED + TEXT_DIM * EMBED  # no bias, as CLIP
@@ -113,10 +119,37 @@ def test_parameter_counts_match_closed_form(mode):
     assert fixed.trainable == trainable - (LOGIT_SCALE if mode == "trainable_projection" else 0)
 
 
-def test_paper_sized_adapter_count_without_building_the_vit():
-    """vit_m3d takes 1 channel: the adapter for 2-channel FA/MD volumes is tiny."""
-    adapter = BottleneckAdapter(2, 1, (32, 256, 256), hidden_channels=8)
-    assert n_params(adapter) == (2 + 1) + (1 * 8 * 27 + 8) + (8 * 27 + 1)
+def test_paper_sized_adapter_strides_the_volume_onto_the_m3d_grid():
+    """The paper's 256^3 MRI onto vit_m3d's 32x256x256: three stride-(2, 1, 1) stages; the
+    demo's 48^3 onto vit_tiny's 32^3: one unstrided conv (the 1.5x rest is resampled)."""
+    assert bottleneck_strides((256, 256, 256), (32, 256, 256)) == [(2, 1, 1)] * 3
+    assert bottleneck_strides((48, 48, 48), (32, 32, 32)) == []
+    assert bottleneck_strides((64, 40, 32), (16, 16, 32)) == [(2, 2, 1), (2, 1, 1)]
+    assert bottleneck_strides(None, (32, 32, 32)) == []
+    with torch.device("meta"):
+        adapter = BottleneckAdapter(2, 1, (32, 256, 256), hidden_channels=8, in_size=(256,) * 3)
+    assert n_params(adapter) == adapter_params_closed_form(2, 1, hidden=8, stages=3)
+    # strides reach the ViT grid exactly (no resampling), shown on a smaller analogue
+    small = BottleneckAdapter(2, 1, (4, 16, 16), hidden_channels=4, in_size=(32, 16, 16))
+    assert small.encode(torch.zeros(1, 2, 32, 16, 16)).shape == (1, 4, 4, 16, 16)
+    assert small(torch.zeros(1, 2, 32, 16, 16)).shape == (1, 1, 4, 16, 16)
+
+
+def test_the_learned_branch_reads_the_full_resolution_volume():
+    """After training moves ``up`` off zero, detail finer than the ViT grid (which a resample
+    averages away) changes the adapter's output."""
+    adapter = BottleneckAdapter(1, 1, (4, 4, 4), hidden_channels=4, in_size=(16, 16, 16))
+    torch.nn.init.normal_(adapter.up.weight)
+    x = torch.zeros(1, 1, 16, 16, 16)
+    checker = x.clone()
+    checker[..., ::2] = 1.0
+    checker[..., 1::2] = -1.0  # zero mean in every 2x2x2 cell: invisible after area averaging
+    with torch.no_grad():
+        torch.testing.assert_close(
+            resample_volume(adapter.mix(checker), (4, 4, 4)),
+            resample_volume(adapter.mix(x), (4, 4, 4)),
+        )
+        assert (adapter(checker) - adapter(x)).abs().max() > 1e-3
 
 
 def test_registered_and_built_like_the_trainer_builds_methods():

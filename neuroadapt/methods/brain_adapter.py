@@ -10,12 +10,16 @@ concatenated features trains the diagnosis. Two modes are compared:
 
 - ``mode="trainable_projection"`` (TLP): adapter, projections and head train.
 - ``mode="frozen_projection"`` (FPM): the projections (and the logit scale) stay at their
-  random initialisation; adapter and head train.
+  random initialisation; adapter and head train. The paper's projections have no pretrained
+  values either (M3D's ViT and LLaMA-2 come without a shared space), so FPM is this: a
+  fixed random map of each modality into the shared space, which CLIP's loss can then only
+  align by moving the image features (the adapter); the paper's F1 0.43-0.56 for FPM against
+  0.75-0.93 for TLP is what that restriction costs.
 
 The pieces, per sample (image ``(C_in, X, Y, Z)``, report tokens ``(L, D_t)``)::
 
-    h     = mix(resample(x))                   adapter input -> ViT grid (C_vit, *img_size)
-    a     = h + up(gelu(down(h)))              residual block, ``up`` zero-initialised
+    e     = resample(encode(x))                strided CNN on the full volume -> ViT grid
+    a     = resample(mix(x)) + up(gelu(refine(e)))  residual; ``up`` zero-initialised
     f_img = mean_tokens(ViT(a))                (D_img,)  frozen ViT
     f_txt = masked_mean(report tokens)         (D_t,)    frozen text encoder, pooled
     z_img = P_img f_img,  z_txt = P_txt f_txt  (E,)      linear, no bias (as CLIP)
@@ -27,12 +31,17 @@ the logit scale ``exp(s)`` (``clip_contrastive_loss``).
 
 Choices where the paper is silent (all configurable):
 
-- Resampling: area averaging on axes that shrink, then trilinear on axes that grow, to the
-  ViT's ``img_size`` (any input size works; area averaging avoids aliasing when a 256^3
-  volume shrinks). ``mix`` is a 1x1x1 convolution ``C_in -> C_vit`` initialised to the mean
-  of the input channels; the residual branch (3^3 conv ``C_vit -> adapter_channels``, GELU,
-  3^3 conv back) has a zero-initialised last layer, so at step 0 the adapter is exactly a
-  resample + channel average and the frozen ViT sees a plausible image.
+- The bottleneck (``BottleneckAdapter``): ``encode`` is a CNN of 3^3 convolutions with
+  ``adapter_channels`` channels and GELU, one stride-2 stage per halving of an axis down to
+  the ViT's grid (the paper's 256^3 MRI onto M3D's 32x256x256: three (2, 1, 1) stages; the
+  demo's 48^3 onto vit_tiny's 32^3: one unstrided conv), ``refine`` a 3^3 conv at the grid
+  and ``up`` a 1x1x1 conv to the ViT's channels. The paper names a "CNN bottleneck with
+  residual block" and gives no sizes; ours adds the residual path ``resample(mix(x))``
+  (``mix``: 1x1x1, initialised to the channel mean) and zero-initialises ``up``, so at step
+  0 the adapter is a resample + channel average and the frozen ViT sees a plausible image.
+  The paper's text says 64x256x256 where M3D's ViT takes 32x256x256; we follow the ViT.
+- Resampling (what strides cannot reach, e.g. a 1.5x ratio): area averaging on axes that
+  shrink, then trilinear on axes that grow (no weights).
 - Text pooling: mean of the valid tokens (``report_text_mask``).
 - Logit scale: learnable as in CLIP (initialised to ``1 / temperature``, ``temperature`` =
   0.07, clamped to at most 100), part of the projection group; ``learnable_temperature=False``
@@ -75,6 +84,7 @@ from neuroadapt.models.text import masked_mean
 __all__ = [
     "MODES",
     "BottleneckAdapter",
+    "bottleneck_strides",
     "BrainAdapter",
     "BrainAdapterModel",
     "FusionHead",
@@ -104,14 +114,41 @@ def resample_volume(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return x
 
 
-class BottleneckAdapter(nn.Module):
-    """The Brain-Adapter: any volume ``(B, in_channels, X, Y, Z)`` -> the ViT's input
-    ``(B, out_channels, *out_size)``.
+def bottleneck_strides(
+    in_size: Sequence[int] | None, out_size: Sequence[int]
+) -> list[tuple[int, int, int]]:
+    """Strides of the adapter's strided convolutions: on each axis, one stride-2 stage per
+    halving that still leaves at least the ViT's size (``floor(log2(in / out))``), e.g.
+    256^3 -> 32x256x256 (the paper's volume onto M3D's grid): three stages of (2, 1, 1).
+    No ``in_size`` or no axis to halve: no strided stage."""
+    if in_size is None:
+        return []
+    halvings = [
+        max(0, math.floor(math.log2(i / o))) for i, o in zip(in_size, out_size, strict=True)
+    ]
+    return [tuple(2 if stage < h else 1 for h in halvings) for stage in range(max(halvings))]
 
-    ``h = mix(resample(x))``, then ``h + up(gelu(down(h)))``. ``mix``: 1x1x1 conv, initialised
-    to the channel mean; ``down``: ``kernel_size`` conv ``out_channels -> hidden_channels``;
-    ``up``: ``kernel_size`` conv back, zero-initialised so the residual branch starts at zero.
-    Parameters: ``in*out + out + out*hidden*k^3 + hidden + hidden*out*k^3 + out``.
+
+class BottleneckAdapter(nn.Module):
+    """The Brain-Adapter: a volume ``(B, in_channels, *in_size)`` -> the ViT's input
+    ``(B, out_channels, *out_size)``, learned.
+
+    ``a = resample(mix(x)) + up(gelu(refine(resample(encode(x)))))``:
+
+    - ``encode``: the bottleneck CNN on the full-resolution input: ``kernel_size`` convs to
+      ``hidden_channels``, each followed by GELU, strided by :func:`bottleneck_strides` (the
+      paper's 256^3 -> 32x256x256: three (2, 1, 1) stages; a volume that needs no halving:
+      one unstrided conv). A ratio that is not a power of two is closed by ``resample``
+      (area mean / trilinear, no weights), as is every ratio when ``in_size`` is not given.
+    - ``refine``: a ``kernel_size`` conv at the ViT grid, GELU; ``up``: 1x1x1 conv to
+      ``out_channels``, zero-initialised.
+    - the residual path ``resample(mix(x))``: ``mix`` a 1x1x1 conv initialised to the
+      channel mean, so at step 0 the frozen ViT sees a plausible image (the resampled mean
+      of the input channels) and the learned branch grows from zero.
+
+    Parameters: ``mix`` ``in*out + out``; ``encode`` ``in*hidden*k^3 + hidden`` for the first
+    conv and ``hidden^2*k^3 + hidden`` for each further one; ``refine`` ``hidden^2*k^3 +
+    hidden``; ``up`` ``hidden*out + out``.
     """
 
     def __init__(
@@ -121,6 +158,7 @@ class BottleneckAdapter(nn.Module):
         out_size: Sequence[int],
         hidden_channels: int = 8,
         kernel_size: int = 3,
+        in_size: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         if min(in_channels, out_channels, hidden_channels) < 1 or kernel_size % 2 == 0:
@@ -130,11 +168,21 @@ class BottleneckAdapter(nn.Module):
             )
         self.in_channels, self.out_channels = in_channels, out_channels
         self.out_size = tuple(int(s) for s in out_size)
+        self.strides = bottleneck_strides(in_size, self.out_size)
         pad = kernel_size // 2
         self.mix = nn.Conv3d(in_channels, out_channels, 1)
-        self.down = nn.Conv3d(out_channels, hidden_channels, kernel_size, padding=pad)
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for stride in self.strides or [(1, 1, 1)]:
+            layers += [
+                nn.Conv3d(channels, hidden_channels, kernel_size, stride=stride, padding=pad),
+                nn.GELU(),
+            ]
+            channels = hidden_channels
+        self.encode = nn.Sequential(*layers)
+        self.refine = nn.Conv3d(hidden_channels, hidden_channels, kernel_size, padding=pad)
         self.act = nn.GELU()
-        self.up = nn.Conv3d(hidden_channels, out_channels, kernel_size, padding=pad)
+        self.up = nn.Conv3d(hidden_channels, out_channels, 1)
         with torch.no_grad():
             self.mix.weight.fill_(1.0 / in_channels)  # every output channel: the input mean
             self.mix.bias.zero_()
@@ -151,8 +199,9 @@ class BottleneckAdapter(nn.Module):
             )
         # mixing first is cheaper when the input is larger than the ViT grid; both are
         # linear per voxel / per channel, so the order does not change the result
-        h = resample_volume(self.mix(x), self.out_size)
-        return h + self.up(self.act(self.down(h)))
+        skip = resample_volume(self.mix(x), self.out_size)
+        h = resample_volume(self.encode(x), self.out_size)
+        return skip + self.up(self.act(self.refine(h)))
 
 
 class FusionHead(nn.Module):
@@ -321,6 +370,7 @@ class BrainAdapter(MultimodalMethod):
         image_keys: Sequence[str] = ("image",),
         adapter_channels: int = 8,
         adapter_kernel: int = 3,
+        in_size: Sequence[int] | None = None,
         head_hidden: int | None = None,
         temperature: float = 0.07,
         learnable_temperature: bool = True,
@@ -351,7 +401,12 @@ class BrainAdapter(MultimodalMethod):
         self.modalities = (*image_keys, TEXT)
         in_channels = int(backbone.in_channels if in_channels is None else in_channels)
         adapter = BottleneckAdapter(
-            in_channels, int(backbone.in_channels), img_size, adapter_channels, adapter_kernel
+            in_channels,
+            int(backbone.in_channels),
+            img_size,
+            adapter_channels,
+            adapter_kernel,
+            in_size,
         )
         self.model = BrainAdapterModel(
             adapter,
@@ -378,6 +433,7 @@ class BrainAdapter(MultimodalMethod):
             "embed_dim": embed_dim,
             "adapter_channels": adapter_channels,
             "adapter_kernel": adapter_kernel,
+            "in_size": None if in_size is None else [int(v) for v in in_size],
             "head_hidden": head_hidden,
             "vit": dict(getattr(backbone, "config", {})),
         }
