@@ -34,6 +34,7 @@ from neuroadapt.io import atomic_write_text
 from neuroadapt.metrics import (
     BINARY_METRICS,
     binary_metrics,
+    bootstrap_auc,
     bootstrap_intervals,
     bootstrap_table_intervals,
     label_columns,
@@ -104,6 +105,77 @@ def tuning_table(experiment: str, run_dirs: Sequence[str | Path], summaries) -> 
     tail = ["val_loss", "epochs_run", "chosen"]
     settings = [c for c in table.columns if c not in TUNING_KEYS + tail]
     return table[TUNING_KEYS + settings + tail]
+
+
+#: What a multimodal train job writes beside predictions.tsv (neuroadapt.missing_modality).
+MISSING_MODALITY_FILE = "missing_modality.tsv"
+MISSING_MODALITY_COLUMNS = [
+    "method",
+    "selection",
+    "modality",
+    "fraction",
+    "n",
+    "removed",
+    "auc",
+    "auc_low",
+    "auc_high",
+]
+
+
+def missing_modality_table(
+    run_dirs: Sequence[str | Path],
+    summaries: Sequence[Mapping],
+    predictions: pd.DataFrame,
+    settings: EvaluationSettings,
+) -> pd.DataFrame:
+    """Out-of-fold AUC with its bootstrap interval of each multimodal method with each
+    modality removed from a share of the test subjects (``neuroadapt.missing_modality``):
+    method, selection, modality, fraction (0: nothing removed, the ordinary predictions), n,
+    removed (subjects that lost it), auc, auc_low, auc_high. Runs without the file (image
+    methods) have no rows."""
+    frames = []
+    for folder, summary in zip(map(Path, run_dirs), summaries, strict=True):
+        path = folder / MISSING_MODALITY_FILE
+        if path.is_file():
+            frame = pd.read_csv(path, sep="\t", dtype={"session_id": str})
+            frame.insert(0, "method", summary["method"])
+            frames.append(frame)
+    if not frames:
+        return pd.DataFrame(columns=MISSING_MODALITY_COLUMNS)
+    missing = pd.concat(frames, ignore_index=True)
+    ordinary = [
+        predictions[predictions.method.isin(missing.method.unique())].assign(
+            modality=modality, fraction=0.0, removed=False
+        )
+        for modality in missing.modality.unique()
+    ]
+    rows = []
+    pooled = pd.concat([*ordinary, missing], ignore_index=True)
+    for (method, selection, modality, fraction), group in pooled.groupby(
+        ["method", "selection", "modality", "fraction"], sort=False
+    ):
+        auc, low, high = bootstrap_auc(
+            group.label.to_numpy(),
+            group.probability.to_numpy(),
+            settings.bootstrap,
+            settings.seed,
+            settings.level,
+        )
+        rows.append(
+            [
+                method,
+                selection,
+                modality,
+                fraction,
+                len(group),
+                int(group.removed.sum()),
+                auc,
+                low,
+                high,
+            ]
+        )
+    table = pd.DataFrame(rows, columns=MISSING_MODALITY_COLUMNS)
+    return table.sort_values(["method", "selection", "modality", "fraction"], kind="stable")
 
 
 def fold_metrics(predictions: pd.DataFrame, threshold: float) -> pd.DataFrame:
@@ -311,8 +383,8 @@ def evaluate_experiment(
     evaluation: Mapping | None,
     outputs: Mapping[str, str],
 ) -> pd.DataFrame:
-    """Write ``outputs`` (keys predictions, folds, metrics, resources, tuning); returns
-    metrics."""
+    """Write ``outputs`` (keys predictions, folds, metrics, resources, tuning,
+    missing_modality); returns metrics."""
     settings = spec_from_mapping(EvaluationSettings, evaluation, "evaluation")
     reference = reference_method(experiment, f"experiments.{name}")
     predictions, summaries = read_runs(run_dirs)
@@ -340,6 +412,7 @@ def evaluate_experiment(
         "metrics": metrics,
         "resources": resources(summaries),
         "tuning": tuning_table(name, run_dirs, summaries),
+        "missing_modality": missing_modality_table(run_dirs, summaries, predictions, settings),
     }
     for key, table in tables.items():  # everything computed before anything is written
         atomic_write_text(

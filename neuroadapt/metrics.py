@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn import metrics as skm
 
 __all__ = [
+    "bootstrap_auc",
     "BINARY_METRICS",
     "MULTILABEL_METRICS",
     "SEGMENTATION_SURVIVAL_METRICS",
@@ -93,6 +94,41 @@ def safe_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     if len(np.unique(labels)) < 2:
         return float("nan")
     return float(skm.roc_auc_score(labels, scores))
+
+
+def bootstrap_auc(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> tuple[float, float, float]:
+    """ROC AUC and its percentile bootstrap interval ``(auc, low, high)``, NaN where
+    undefined.
+
+    Vectorised over the resamples (Mann-Whitney U from mid-ranks of each resample, equal to
+    scikit-learn's AUC with ties): many intervals per experiment (the missing-modality table)
+    would take minutes one ``roc_auc_score`` call per resample. Resamples drawn with one
+    class only are left out, as in :func:`bootstrap_intervals`."""
+    from scipy.stats import rankdata
+
+    labels = np.asarray(labels).astype(int)
+    scores = np.asarray(scores, dtype=float)
+    index = _bootstrap_indices(len(labels), n_boot, seed)
+    y, s = labels[index], scores[index]
+    positives = y.sum(axis=1)
+    negatives = y.shape[1] - positives
+    ranks = rankdata(s, axis=1)
+    u = (ranks * y).sum(axis=1) - positives * (positives + 1) / 2
+    valid = (positives > 0) & (negatives > 0)
+    draws = u[valid] / (positives[valid] * negatives[valid])
+    tail = 100 * (1 - level) / 2
+    low, high = (
+        (float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail)))
+        if len(draws)
+        else (float("nan"), float("nan"))
+    )
+    return safe_auc(labels, scores), low, high
 
 
 def binary_metrics(

@@ -44,7 +44,13 @@ from tqdm import tqdm
 from neuroadapt.cohort import Cohort
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.io import atomic_directory
-from neuroadapt.tasks import Augmenter, predict_probabilities, task_for
+from neuroadapt.missing_modality import MISSING_MODALITY_FILE, missing_modality_predictions
+from neuroadapt.tasks import (
+    Augmenter,
+    MultimodalClassificationTask,
+    predict_probabilities,
+    task_for,
+)
 from neuroadapt.train_settings import (
     PROTOCOL,
     AugmentSettings,
@@ -534,7 +540,7 @@ def run_training(
     for row in tuning_rows:
         row["chosen"] = row["trial"] == chosen_trial
     test = cohort.indices("test")
-    predictions, artefacts = [], {}
+    predictions, artefacts, robustness = [], {}, []
     for selection in task.selections:
         load_trainable_state(method.model, result.selected[selection]["state"])
         columns, artefacts[selection] = task.predict(
@@ -546,6 +552,21 @@ def run_training(
         for name, values in columns.items():
             frame[name] = values
         predictions.append(frame)
+        if isinstance(task, MultimodalClassificationTask):
+            missing = missing_modality_predictions(
+                task,
+                method,
+                method.model,
+                cohort,
+                test,
+                dev,
+                settings.batch_size,
+                settings.bf16,
+                seed=settings.seed,
+            )
+            missing.insert(0, "fold", fold)
+            missing.insert(len(cohort.ids.columns) + 1, "selection", selection)
+            robustness.append(missing)
     memory, memory_kind = peak_memory(dev)
     seconds = [row["seconds"] for row in result.history]
     summary = {
@@ -589,6 +610,14 @@ def run_training(
         pd.concat(predictions).to_csv(
             staging / "predictions.tsv", sep="\t", index=False, na_rep="n/a", lineterminator="\n"
         )
+        if robustness:
+            pd.concat(robustness).to_csv(
+                staging / MISSING_MODALITY_FILE,
+                sep="\t",
+                index=False,
+                na_rep="n/a",
+                lineterminator="\n",
+            )
         for selection in task.selections:
             if "masks" in artefacts[selection]:
                 np.savez_compressed(

@@ -16,7 +16,14 @@ with logged(snakemake.log) as log:
         snakemake.params.evaluation,
         {
             key: snakemake.output[key]
-            for key in ("predictions", "folds", "metrics", "resources", "tuning")
+            for key in (
+                "predictions",
+                "folds",
+                "metrics",
+                "resources",
+                "tuning",
+                "missing_modality",
+            )
         },
     )
     # the first pooled metric (AUC; C-index for survival) with its interval

@@ -67,7 +67,7 @@ def runs(tmp_path) -> list[Path]:
 def evaluate(runs, tmp_path, experiment=None):
     outputs = {
         key: str(tmp_path / f"{key}.tsv")
-        for key in ("predictions", "folds", "metrics", "resources", "tuning")
+        for key in ("predictions", "folds", "metrics", "resources", "tuning", "missing_modality")
     }
     experiment = experiment or {"methods": ["probe", "lora"], "reference": "probe"}
     metrics = evaluate_experiment("exp", experiment, runs, {"bootstrap": 200}, outputs)
@@ -145,6 +145,43 @@ def test_tuning_table_gathers_the_trials_of_tuned_runs(runs, tmp_path):
     assert list(chosen.lr_head) == [1e-3, 1e-2] and list(chosen.val_loss) == [0.4, 0.5]
 
 
+def test_missing_modality_table_pools_each_share_and_adds_share_zero(runs, tmp_path):
+    _, image_only = evaluate(runs, tmp_path / "image")
+    assert image_only["missing_modality"].empty  # no run wrote the file
+    assert list(image_only["missing_modality"].columns) == [
+        "method", "selection", "modality", "fraction", "n", "removed", "auc", "auc_low",
+        "auc_high",
+    ]  # fmt: skip
+    perfect = LABELS * 0.8 + 0.1
+    for folder in (runs[1], runs[3]):  # lora (perfect at best_acc), both folds
+        predictions = pd.read_csv(folder / "predictions.tsv", sep="\t")
+        rows = predictions[predictions.selection == "best_acc"]
+        frames = []
+        for fraction in (0.5, 1.0):
+            frame = rows.drop(columns="probability").copy()
+            lost = np.arange(len(frame)) < round(fraction * len(frame))
+            # without the report, the model predicts the flipped score for those who lost it
+            scores = perfect[frame.participant_id.str[4:].astype(int)]
+            frame["modality"], frame["fraction"], frame["removed"] = "report_text", fraction, lost
+            frame["probability"] = np.where(lost, 1 - scores, scores)
+            frames.append(frame)
+        pd.concat(frames).to_csv(folder / "missing_modality.tsv", sep="\t", index=False)
+    _, tables = evaluate(runs, tmp_path / "multimodal")
+    table = tables["missing_modality"].set_index(["method", "selection", "modality", "fraction"])
+    assert set(table.index.get_level_values("method")) == {"lora"}  # probe wrote none
+    zero = table.loc[("lora", "best_acc", "report_text", 0.0)]
+    assert (zero.n, zero.removed, zero.auc) == (20, 0, 1.0)  # the ordinary predictions
+    whole = table.loc[("lora", "best_acc", "report_text", 1.0)]
+    assert (whole.n, whole.removed, whole.auc) == (20, 20, 0.0)
+    half = table.loc[("lora", "best_acc", "report_text", 0.5)]
+    mixed = tables["predictions"].query("method == 'lora' and selection == 'best_acc'")
+    lost = np.tile(np.arange(10) < 5, 2)
+    flipped = np.where(lost, 1 - mixed.probability.to_numpy(), mixed.probability.to_numpy())
+    expected = binary_metrics(mixed.label.to_numpy(), flipped)["auc"]
+    assert half.removed == 10 and half.auc == pytest.approx(expected)
+    assert half.auc_low <= half.auc <= half.auc_high
+
+
 def test_an_incomplete_run_and_a_wrong_reference_are_clear_errors(runs, tmp_path):
     (runs[0] / "predictions.tsv").unlink()
     with pytest.raises(InputError, match="is not a complete training run") as error:
@@ -203,7 +240,7 @@ def test_segmentation_survival_metrics_and_c_index_comparison(tmp_path):
     ]
     outputs = {
         k: str(tmp_path / f"{k}.tsv")
-        for k in ("predictions", "folds", "metrics", "resources", "tuning")
+        for k in ("predictions", "folds", "metrics", "resources", "tuning", "missing_modality")
     }
     experiment = {
         "task": "segmentation+survival",

@@ -62,3 +62,18 @@ def test_paired_comparison_detects_a_clearly_better_method():
     result = paired_auc_comparison(labels, good, chance, n_boot=500, seed=1)
     assert result["delta_auc"] > 0.3
     assert result["low"] > 0 and result["p"] < 0.01
+
+
+def test_vectorised_bootstrap_auc_equals_the_per_resample_one():
+    from neuroadapt.metrics import bootstrap_auc, bootstrap_intervals, safe_auc
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 40)
+    scores = np.round(labels * 0.3 + rng.uniform(0, 1, 40), 1)  # rounded: ties across classes
+    auc, low, high = bootstrap_auc(labels, scores, n_boot=300, seed=5)
+    slow = bootstrap_intervals(
+        labels, scores, n_boot=300, seed=5, metric=lambda y, s: {"auc": safe_auc(y, s)}
+    )["auc"]
+    assert auc == pytest.approx(safe_auc(labels, scores))
+    assert (low, high) == pytest.approx(slow)
+    assert np.isnan(bootstrap_auc(np.zeros(5), np.arange(5.0))[0])

@@ -272,7 +272,7 @@ def ml_runs(tmp_path) -> tuple[list[Path], np.ndarray, dict[str, np.ndarray]]:
 def evaluate(runs: list[Path], tmp_path: Path) -> dict[str, pd.DataFrame]:
     outputs = {
         k: str(tmp_path / f"{k}.tsv")
-        for k in ("predictions", "folds", "metrics", "resources", "tuning")
+        for k in ("predictions", "folds", "metrics", "resources", "tuning", "missing_modality")
     }
     experiment = {"methods": ["probe", "lora"], "reference": "probe", "task": "multilabel"}
     evaluate_experiment("exp", experiment, runs, {"bootstrap": 200}, outputs)

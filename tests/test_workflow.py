@@ -313,8 +313,14 @@ def test_ct_pet_and_multimodal_experiments_train_and_evaluate(trained):
     assert masks.files and all(masks[k].shape == (32, 32, 32) for k in masks.files)
     multimodal = pd.read_csv(folder / "results/ad_multimodal/metrics.tsv", sep="\t")
     assert set(multimodal.method) == {"late_fusion"} and multimodal.auc.between(0, 1).all()
+    missing = pd.read_csv(folder / "results/ad_multimodal/missing_modality.tsv", sep="\t")
+    assert set(missing.modality) == {"image", "report_text", "clinical", "genetics"}
+    assert sorted(missing.fraction.unique()) == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert missing.auc.between(0, 1).all() and (missing.n == multimodal.n.iloc[0]).all()
+    assert pd.read_csv(folder / "results/adhd_dti/missing_modality.tsv", sep="\t").empty
     html = (folder / "results/report/index.html").read_text()
     assert "Kaplan" in html and "hnc_petct" in html and "ad_multimodal" in html
+    assert "Missing-modality robustness" in html
 
 
 def test_a_changed_method_setting_reruns_only_that_methods_jobs(trained, tmp_path):

@@ -163,7 +163,10 @@ class MultimodalMethod(Method):
       ``(B, 1, X, Y, Z)`` logits, ``"risk"`` ``(B,)`` log-hazard for prognosis.
 
     ``loss(outputs, targets)`` takes targets keyed ``"label"``, ``"mask"``, ``"time"``,
-    ``"event"`` as the task needs. ``modalities`` lists what the method reads.
+    ``"event"`` as the task needs. ``modalities`` lists what the method reads;
+    ``required_modalities`` what it cannot predict without (the rest may be missing for a
+    sample, as ``neuroadapt.missing_modality`` tests).
     """
 
     modalities: ClassVar[tuple[str, ...]] = ()
+    required_modalities: ClassVar[tuple[str, ...]] = ()

@@ -356,6 +356,7 @@ class BrainAdapter(MultimodalMethod):
     """
 
     modalities = ("image", TEXT)
+    required_modalities = ("image",)  # the adapter and the ViT read it; a report may be missing
 
     def __init__(
         self,

@@ -84,6 +84,37 @@ def roc_curves(predictions: pd.DataFrame, metrics: pd.DataFrame, methods: list[s
     return png(figure)
 
 
+def missing_modality_curves(table: pd.DataFrame, methods: list[str], selection: str) -> bytes:
+    """AUC (bootstrap 95% band) against the share of test subjects missing a modality, one
+    panel per modality, one line per method (``missing_modality.tsv``, one selection)."""
+    rows = table[table.selection == selection]
+    modalities = list(dict.fromkeys(rows.modality))
+    figure, axes = plt.subplots(
+        1, len(modalities), figsize=(4.2 * len(modalities), 3.8), sharey=True, squeeze=False
+    )
+    colours = _colours(methods)
+    for ax, modality in zip(axes[0], modalities, strict=True):
+        for method in methods:
+            line = rows[(rows.method == method) & (rows.modality == modality)]
+            if line.empty:
+                continue
+            line = line.sort_values("fraction")
+            ax.plot(line.fraction, line.auc, marker="o", color=colours[method], lw=2, label=method)
+            ax.fill_between(
+                line.fraction, line.auc_low, line.auc_high, color=colours[method], alpha=0.12
+            )
+        ax.axhline(0.5, color="#999999", ls="--", lw=1)
+        ax.set(
+            title=f"{modality} removed",
+            xlabel="share of test subjects without it",
+            ylim=(0.3, 1.02),
+            xticks=sorted(rows.fraction.unique()),
+        )
+    axes[0][0].set_ylabel("pooled AUC")
+    axes[0][-1].legend(loc="lower left", fontsize=8)
+    return png(figure)
+
+
 def fold_scores(
     folds: pd.DataFrame,
     methods: list[str],

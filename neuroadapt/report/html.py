@@ -211,7 +211,18 @@ def results_section(name: str, experiment: Mapping, paths: Mapping) -> dict:
         "roc": data_uri(figures.roc_curves(predictions, metrics, methods)),
         "folds": data_uri(figures.fold_scores(folds, methods)),
         "cost": data_uri(figures.parameters_vs_auc(metrics, resources, "best_auc")),
+        "missing_modality": _missing_modality(paths, methods),
     } | _provenance(runs)
+
+
+def _missing_modality(paths: Mapping, methods: Sequence[str]) -> str | None:
+    """The figure of AUC against missing modalities (best-AUC selection), when the
+    experiment's methods are multimodal."""
+    path = paths.get("missing_modality")
+    table = pd.read_csv(path, sep="\t") if path else pd.DataFrame()
+    if table.empty:
+        return None
+    return data_uri(figures.missing_modality_curves(table, list(methods), "best_auc"))
 
 
 def _provenance(runs: Sequence[Mapping]) -> dict:

@@ -21,6 +21,9 @@ rule evaluate:
             subcategory="{experiment}",
         ),
         tuning="results/{experiment}/tuning.tsv",
+        # AUC with each modality removed from a share of the test subjects (multimodal
+        # methods; a header only for the others)
+        missing_modality="results/{experiment}/missing_modality.tsv",
     log:
         "logs/evaluate/{experiment}.log",
     wildcard_constraints:
