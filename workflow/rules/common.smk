@@ -319,7 +319,13 @@ def report_layout(wildcards):
     for name in EXPERIMENTS:
         paths = {"splits": f"results/{name}/splits"}
         if name in TRAINED_EXPERIMENTS:
-            for key in ("metrics", "folds", "predictions", "resources", "missing_modality"):
+            for key in (
+                "metrics",
+                "folds",
+                "predictions",
+                "resources",
+                "missing_modality",
+            ):
                 paths[key] = f"results/{name}/{key}.tsv"
             paths["runs"] = [f"{run}/run.json" for run in run_dirs(name)]
         layout["experiments"][name] = paths
