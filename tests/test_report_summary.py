@@ -125,3 +125,14 @@ def test_the_methods_paragraph_states_the_shared_recipe_and_its_tuning():
     text = methods_paragraph(config)
     assert "BatchNorm scale and shift" not in text
     assert "learning rates were fixed per method" in text
+
+
+def test_the_methods_paragraph_says_when_reports_went_through_the_hashing_stand_in():
+    from neuroadapt.report.html import _text_encoder_sentence
+
+    experiment = {"inputs": ["fa", "report_text"], "text_encoder": {"kind": "hashing"}}
+    assert "hashing stand-in" in _text_encoder_sentence("ad", experiment)
+    assert "no pretrained language model" in _text_encoder_sentence("ad", {"inputs": []})
+    real = {"kind": "huggingface", "path": "/models/minilm"}
+    sentence = _text_encoder_sentence("ad", {"text_encoder": real})
+    assert "/models/minilm" in sentence and "stand-in" not in sentence

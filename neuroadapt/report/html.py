@@ -293,6 +293,8 @@ def methods_paragraph(config: Mapping) -> str:
                 "comparisons of macro AUC against the reference method."
             )
             continue
+        if "report_text" in experiment["inputs"]:
+            parts.append(_text_encoder_sentence(name, experiment))
         parts.append(
             f"For {name}, {', '.join(experiment['methods'])} adapted a {backbone} backbone "
             f"to predict {experiment['target']} in {folds}-fold subject-level stratified "
@@ -303,6 +305,22 @@ def methods_paragraph(config: Mapping) -> str:
             "bootstrap comparisons of AUC against the reference method."
         )
     return " ".join(parts)
+
+
+def _text_encoder_sentence(name: str, experiment: Mapping) -> str:
+    """What the reports of a multimodal experiment were encoded with: a stand-in says so."""
+    encoder = experiment.get("text_encoder") or {}
+    if encoder.get("kind", "hashing") == "hashing":
+        return (
+            f"For {name}, reports were encoded with a deterministic hashing stand-in (words "
+            "hashed to vectors; no pretrained language model), so report features carry the "
+            "reports' words, not their meaning as a pretrained encoder (paper 2: LLaMA-2 7B) "
+            "would."
+        )
+    return (
+        f"For {name}, reports were encoded once with the frozen pretrained model in "
+        f"{encoder.get('path')} (Hugging Face)."
+    )
 
 
 #: Paper 1's Table 1 counts, which its stated architecture does not reproduce.
