@@ -143,11 +143,13 @@ def missing_modality_table(
     if not frames:
         return pd.DataFrame(columns=MISSING_MODALITY_COLUMNS)
     missing = pd.concat(frames, ignore_index=True)
-    ordinary = [
-        predictions[predictions.method.isin(missing.method.unique())].assign(
+    ordinary = [  # share 0 of each modality a method was tested without
+        predictions[predictions.method == method].assign(
             modality=modality, fraction=0.0, removed=False
         )
-        for modality in missing.modality.unique()
+        for method, modality in missing[["method", "modality"]]
+        .drop_duplicates()
+        .itertuples(index=False)
     ]
     rows = []
     pooled = pd.concat([*ordinary, missing], ignore_index=True)

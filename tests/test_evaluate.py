@@ -169,6 +169,7 @@ def test_missing_modality_table_pools_each_share_and_adds_share_zero(runs, tmp_p
     _, tables = evaluate(runs, tmp_path / "multimodal")
     table = tables["missing_modality"].set_index(["method", "selection", "modality", "fraction"])
     assert set(table.index.get_level_values("method")) == {"lora"}  # probe wrote none
+    assert set(table.index.get_level_values("modality")) == {"report_text"}
     zero = table.loc[("lora", "best_acc", "report_text", 0.0)]
     assert (zero.n, zero.removed, zero.auc) == (20, 0, 1.0)  # the ordinary predictions
     whole = table.loc[("lora", "best_acc", "report_text", 1.0)]
