@@ -20,9 +20,12 @@ __all__ = [
     "SEGMENTATION_SURVIVAL_METHODS",
     "VIT_BACKBONES",
     "backbone_config",
+    "experiment_methods",
     "image_kind",
+    "phase1_modalities",
     "reference_method",
     "trained_experiments",
+    "UNIMODAL_PREFIX",
 ]
 
 #: Image inputs -> (model-ready tensor kind, channel in it). A kind's tensors are written by
@@ -46,6 +49,9 @@ SEGMENTATION_SURVIVAL_METHODS = frozenset(
 MULTIMODAL_CLASSIFICATION_METHODS = frozenset(card.name for card in cards_of_family("multimodal"))
 #: Experiment inputs that are not image channels (neuroadapt.nonimage_inputs reads them).
 NON_IMAGE_INPUTS = ("report_text", "clinical", "genetics")
+#: ``unimodal_<modality>`` is paper 4's phase-1 model of that modality
+#: (:mod:`neuroadapt.methods.unimodal`), trained first where a method builds on phase 1.
+UNIMODAL_PREFIX = "unimodal_"
 #: ViT backbones: what those methods' image encoder is.
 VIT_BACKBONES = frozenset({"vit_m3d", "vit_tiny"})
 
@@ -90,6 +96,30 @@ def backbone_config(experiment: Mapping) -> dict:
     """An experiment's backbone entry as a mapping: a bare name becomes {name: ...}."""
     backbone = experiment.get("backbone")
     return {"name": backbone} if isinstance(backbone, str) else dict(backbone or {})
+
+
+def phase1_modalities(experiment: Mapping) -> list[str]:
+    """The modalities whose phase-1 model (paper 4: ``unimodal_<modality>``) the experiment
+    trains: every one of its inputs (``image`` for the image channels) when one of its
+    methods builds on phase 1 (card ``uses_phase1``), else none."""
+    from neuroadapt.method_cards import method_cards
+
+    cards = method_cards()
+    methods = experiment.get("methods") or []
+    if not any(m in cards and cards[m].uses_phase1 for m in methods):
+        return []
+    inputs = list(experiment.get("inputs") or [])
+    image = ["image"] if any(name in IMAGE_CHANNELS for name in inputs) else []
+    return image + [name for name in NON_IMAGE_INPUTS if name in inputs]
+
+
+def experiment_methods(experiment: Mapping) -> list[str]:
+    """Every method an experiment trains and evaluates: its ``methods``, then the phase-1
+    models its paper-4 methods build on (``unimodal_<modality>``, the uni-modal baselines),
+    each once."""
+    methods = list(experiment.get("methods") or [])
+    phase1 = [f"{UNIMODAL_PREFIX}{m}" for m in phase1_modalities(experiment)]
+    return methods + [m for m in phase1 if m not in methods]
 
 
 def reference_method(experiment: Mapping, where: str) -> str:

@@ -44,7 +44,8 @@ class MethodCard:
     ``tunable`` maps the constructor's keyword arguments that equal-budget tuning chooses
     (learning rates ``lr``/``lr_<group>``, rank ``r``) to their defaults: the paper's values
     where the paper states them (the module docstring says which). Their search ranges are
-    the experiment's ``training.tuning.lr`` and ``rank``, the same for every method."""
+    the experiment's ``training.tuning.lr`` and ``rank``, the same for every method.
+    ``uses_phase1``: the method builds on paper 4's phase-1 models (``unimodal_<m>``)."""
 
     name: str
     paper: str
@@ -53,6 +54,9 @@ class MethodCard:
     backbones: str
     tunable: dict = field(default_factory=dict)
     needs_inputs: tuple[str, ...] = ()
+    #: Paper 4's phase 2: the method reads the frozen phase-1 models (``unimodal_<m>``) of
+    #: the same fold, which the workflow then trains first (:mod:`neuroadapt.methods.unimodal`).
+    uses_phase1: bool = False
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:

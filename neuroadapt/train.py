@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from neuroadapt.cohort import Cohort
 from neuroadapt.errors import ConfigError, InputError
+from neuroadapt.experiments import UNIMODAL_PREFIX
 from neuroadapt.io import atomic_directory
 from neuroadapt.missing_modality import MISSING_MODALITY_FILE, missing_modality_predictions
 from neuroadapt.tasks import (
@@ -94,6 +95,7 @@ def build_method(
     extra: Mapping[str, torch.Tensor] | None = None,
     num_labels: int | None = None,
     protocol: Mapping | None = None,
+    phase1: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ):
     """The registered method ``method`` on the backbone ``backbone`` ({name, weights,
     sha256}); ``method_settings`` are its keyword arguments (e.g. r, lr_adapters); a
@@ -105,7 +107,8 @@ def build_method(
     Image methods get a backbone reading ``in_channels`` channels and the ``task``; the CT/PET
     methods of paper 5 get the CT network (one channel) for volumes of ``image_size``; the
     text/tabular methods of papers 2 and 4 get encoders for the non-image inputs ``extra``
-    (:func:`multimodal_classifier`)."""
+    (:func:`multimodal_classifier`), with paper 4's phase-1 models ``phase1`` (modality ->
+    trained state of its ``unimodal_<modality>`` run) where the method builds on them."""
     from neuroadapt.experiments import MULTIMODAL_CLASSIFICATION_METHODS
     from neuroadapt.methods import MultimodalMethod, get_method
     from neuroadapt.models import get_backbone
@@ -134,7 +137,7 @@ def build_method(
     torch.manual_seed(seed)  # adapter and head initialisation
     if method in MULTIMODAL_CLASSIFICATION_METHODS:
         return multimodal_classifier(
-            cls, backbone, in_channels, extra or {}, settings, image_size=image_size
+            cls, backbone, in_channels, extra or {}, settings, image_size=image_size, phase1=phase1
         )
     multimodal = issubclass(cls, MultimodalMethod)
     sized = multimodal and image_size is not None and takes_image_size(backbone["name"])
@@ -161,14 +164,18 @@ def multimodal_classifier(
     extra: Mapping,
     settings,
     image_size: Sequence[int] | None = None,
+    phase1: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
 ):
     """A paper-2/4 method for a binary experiment. ``brain_adapter``: its adapter maps the
     ``in_channels`` image of ``image_size`` onto the (one-channel) ViT's grid (strided where
     the image is at least twice the grid), the text width comes from the report embeddings.
-    The others get one frozen encoder per input: the ViT (on ``in_channels``), and
-    for the report embeddings and each table a 2-block transformer at the ViT's width. Those
-    are random stand-ins for paper 4's phase-1 encoders (uni-modally fine-tuned foundation
-    models), which the demo does not have."""
+    The others get one encoder per input: the ViT (on ``in_channels``), and for the report
+    embeddings and each table a 2-block transformer at the ViT's width (the demo has no
+    pretrained foundation model for those). A ``unimodal_<m>`` method (paper 4's phase 1)
+    fine-tunes its modality's encoder; a method that builds on phase 1 (card
+    ``uses_phase1``) gets each encoder with the weights of its phase-1 model (``phase1``:
+    modality -> that run's selected state, keys ``encoder.*`` and ``head.*``), frozen, and
+    starts its per-modality heads from the phase-1 heads."""
     from neuroadapt.models import SequenceTokenEncoder, TabularTokenEncoder, get_backbone
 
     adapter = cls.name == "brain_adapter"
@@ -191,7 +198,31 @@ def multimodal_classifier(
         if name in extra:
             features = extra[name].shape[-1]
             encoders[name] = TabularTokenEncoder(features, width, layers=2, heads=heads)
-    return cls(encoders, task="binary", **settings)
+    if not cls.card.uses_phase1:
+        return cls(encoders, task="binary", **settings)
+    missing = sorted(set(encoders) - set(phase1 or {}))
+    if missing:
+        raise ConfigError(
+            f"methods.{cls.name}",
+            f"builds on paper 4's phase-1 models, but none was given for {', '.join(missing)}",
+            "train unimodal_<modality> on the same fold first (the workflow does)",
+        )
+    heads = {}
+    for name, encoder in encoders.items():
+        state = phase1[name]
+        heads[name] = {k[len("head.") :]: v for k, v in state.items() if k.startswith("head.")}
+        weights = {k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")}
+        try:
+            encoder.load_state_dict(weights, strict=True)
+        except RuntimeError as error:
+            raise ConfigError(
+                f"methods.{cls.name}",
+                f"the phase-1 model of {name} does not fit its encoder ({str(error)[:200]})",
+                "retrain unimodal_" + name + " with the experiment's current settings",
+            ) from None
+    method = cls(encoders, task="binary", **settings)
+    method.load_phase1_heads(heads)
+    return method
 
 
 def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
@@ -454,6 +485,7 @@ def run_training(
     out_dir: str,
     resume_path: str,
     masks: Sequence[str] | None = None,
+    phase1_runs: Sequence[str | Path] | None = None,
     tensorboard_dir: str | None = None,
     threads: int = 1,
     device: str = "auto",
@@ -468,7 +500,8 @@ def run_training(
     hd95_mm), ``model-<selection>.pt`` per selection (``best_acc``/``best_auc``;
     ``best_dice``/``best_cindex``), for segmentation ``segmentations-<selection>.npz`` (the
     test part's predicted masks) and ``run.json``. The resume file is removed once they are
-    in place.
+    in place. ``phase1_runs``: the same fold's ``unimodal_<modality>`` run folders, for a
+    method that builds on paper 4's phase 1 (their ``best_auc`` models are loaded).
     """
     from neuroadapt.cohort import load_cohort
     from neuroadapt.methods import get_method
@@ -484,6 +517,7 @@ def run_training(
         torch.backends.cudnn.deterministic = True
         torch.cuda.reset_peak_memory_stats(dev)
     cohort = load_cohort(subjects_table, fold_table, tensors, experiment, where, masks)
+    phase1 = phase1_states(phase1_runs or [], fold)
     task = task_for(experiment["task"], experiment["inputs"])
     method_cls = get_method(method_name) if tuning.enabled else None
     tuned = tuning.enabled and bool(tuned_names(method_cls, tuning))
@@ -497,6 +531,8 @@ def run_training(
         "training": {**asdict(settings), "augment": asdict(augment)},
         "backbone": dict(backbone),
     }
+    if phase1:  # the phase-1 models' bytes: a retrained one reruns this run from scratch
+        base_slice["phase1"] = {m: PHASE1_SELECTION for m in sorted(phase1)}
     label = f"{experiment_name}/{method_name}/fold-{fold}"
     tuning_rows, best = [], None
     for number, values in enumerate(trials, start=1):
@@ -512,6 +548,7 @@ def run_training(
             extra=cohort.extra,
             num_labels=len(cohort.label_names) or None,
             protocol={key: getattr(settings, key) for key in PROTOCOL},
+            phase1=phase1,
         )
         config_slice = base_slice | (
             {"tuning": asdict(tuning), "trial": number, "tuned": values} if tuned else {}
@@ -523,7 +560,10 @@ def run_training(
             augment,
             dev,
             trial_resume_path(resume_path, number) if tuned else resume_path,
-            fingerprint_of(config_slice, [subjects_table, fold_table]),
+            fingerprint_of(
+                config_slice,
+                [subjects_table, fold_table, *(phase1_model_file(r) for r in phase1_runs or [])],
+            ),
             f"{tensorboard_dir}/trial-{number}" if tuned and tensorboard_dir else tensorboard_dir,
             progress,
             f"{label}/trial-{number}" if tuned else label,
@@ -552,7 +592,10 @@ def run_training(
         for name, values in columns.items():
             frame[name] = values
         predictions.append(frame)
-        if isinstance(task, MultimodalClassificationTask):
+        # removing a uni-modal model's only modality just gives 0.5: no robustness rows
+        if isinstance(task, MultimodalClassificationTask) and not method_name.startswith(
+            UNIMODAL_PREFIX
+        ):
             missing = missing_modality_predictions(
                 task,
                 method,
@@ -633,6 +676,36 @@ def run_training(
     for number in range(1, len(trials) + 1):
         trial_resume_path(resume_path, number).unlink(missing_ok=True)
     return summary
+
+
+#: The phase-1 model phase 2 builds on: the epoch of best validation AUC.
+PHASE1_SELECTION = "best_auc"
+
+
+def phase1_model_file(run_dir: str | Path) -> Path:
+    return Path(run_dir) / f"model-{PHASE1_SELECTION}.pt"
+
+
+def phase1_states(run_dirs: Sequence[str | Path], fold: int) -> dict[str, dict]:
+    """Modality -> trained state of its phase-1 run (``.../unimodal_<modality>/fold-<k>``),
+    checked to be of ``fold``."""
+    states = {}
+    for run_dir in run_dirs:
+        path = phase1_model_file(run_dir)
+        summary = Path(run_dir) / "run.json"
+        if not path.is_file() or not summary.is_file():
+            raise InputError(path, "is missing", "rerun that unimodal_* train job")
+        info = json.loads(summary.read_text())
+        method = str(info.get("method", ""))
+        if not method.startswith(UNIMODAL_PREFIX) or int(info.get("fold", -1)) != int(fold):
+            raise InputError(
+                summary,
+                f"is run {method} fold {info.get('fold')}, not a phase-1 model of fold {fold}",
+                "give the unimodal_<modality> runs of the same fold",
+            )
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        states[method.removeprefix(UNIMODAL_PREFIX)] = saved["state"]
+    return states
 
 
 def trial_resume_path(resume_path: str | Path, trial: int) -> Path:

@@ -30,6 +30,7 @@ with logged(snakemake.log) as log:
         out_dir=snakemake.output[0],
         resume_path=snakemake.params.resume,
         tensorboard_dir=snakemake.params.tensorboard,
+        phase1_runs=list(snakemake.input.phase1) if "phase1" in snakemake.input.keys() else None,
         threads=snakemake.threads,
         repo_dir=snakemake.scriptdir,
     )

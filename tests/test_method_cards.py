@@ -40,7 +40,7 @@ def test_reading_the_cards_does_not_import_torch():
         "print('torch' in sys.modules, len(method_cards()))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "13"]
+    assert out.stdout.split() == ["False", "17"]
 
 
 def test_every_card_names_the_constructors_tunable_settings_with_their_defaults():

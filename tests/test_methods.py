@@ -279,6 +279,10 @@ def test_all_methods_registered():
         "molre",
         "pemma",
         "scratch",
+        "unimodal_clinical",
+        "unimodal_genetics",
+        "unimodal_image",
+        "unimodal_report_text",
     ]
     with pytest.raises(KeyError, match="available: anchored_qformer"):
         get_method("qlora")

@@ -136,3 +136,36 @@ def test_the_methods_paragraph_says_when_reports_went_through_the_hashing_stand_
     real = {"kind": "huggingface", "path": "/models/minilm"}
     sentence = _text_encoder_sentence("ad", {"text_encoder": real})
     assert "/models/minilm" in sentence and "stand-in" not in sentence
+
+
+def test_the_methods_paragraph_describes_paper_4s_phase_1_where_it_ran():
+    from conftest import REPO
+
+    from neuroadapt.config import load_config
+    from neuroadapt.report.html import methods_paragraph
+
+    config = load_config(REPO / "config" / "config.yaml")
+    text = methods_paragraph(config)
+    assert (
+        "For ad_multimodal, paper 4's phase 1 fine-tuned one uni-modal model per modality "
+        "(image, report_text, clinical, genetics" in text
+    )
+    assert "late_fusion, feature_concat, anchored_qformer started from those encoders" in text
+    config["experiments"]["ad_multimodal"]["methods"] = ["brain_adapter"]  # no phase 2
+    assert "phase 1" not in methods_paragraph(config)
+
+
+def test_experiment_methods_add_the_phase1_models_a_paper4_method_needs():
+    from neuroadapt.experiments import experiment_methods, phase1_modalities
+
+    paper4 = {"inputs": ["fa", "md", "clinical", "report_text"], "methods": ["late_fusion"]}
+    assert phase1_modalities(paper4) == ["image", "report_text", "clinical"]
+    assert experiment_methods(paper4) == [
+        "late_fusion",
+        "unimodal_image",
+        "unimodal_report_text",
+        "unimodal_clinical",
+    ]
+    listed = paper4 | {"methods": ["unimodal_clinical", "anchored_qformer"]}
+    assert experiment_methods(listed).count("unimodal_clinical") == 1
+    assert experiment_methods(paper4 | {"methods": ["brain_adapter"]}) == ["brain_adapter"]

@@ -14,6 +14,7 @@ from neuroadapt.methods import (  # noqa: F401
     molre,
     pemma,
     scratch,
+    unimodal,
 )
 from neuroadapt.methods.base import (
     AdaptationMethod,

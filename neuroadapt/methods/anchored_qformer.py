@@ -386,6 +386,25 @@ class MultimodalEncoderMethod(MultimodalMethod):
             return rounds_loss(self.task, output["round_logits"], output["round_present"], label)
         return classification_loss(self.task, output["logits"], label)
 
+    def load_phase1_heads(self, heads: Mapping[str, Mapping[str, torch.Tensor]]) -> None:
+        """Start each per-modality head (one per anchor or modality round) from the head of
+        that modality's phase-1 model (paper 4 reuses them); a method without per-modality
+        heads (``feature_concat``) keeps its own. A head of another shape (another
+        ``head_hidden``) is an error, not a silent fresh start."""
+        own = getattr(self.model, "heads", None)
+        if own is None:
+            return
+        for m, state in heads.items():
+            if m not in own:
+                continue
+            try:
+                own[m].load_state_dict(dict(state), strict=True)
+            except RuntimeError as error:
+                raise ValueError(
+                    f"the phase-1 head of {m!r} does not fit {self.name}'s head ({error}); "
+                    "give both the same head_hidden (training.head_hidden)"
+                ) from None
+
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The trained tensors alone (adapters, Q-formers, heads), keyed as in the model."""
         return {
@@ -527,6 +546,7 @@ class AnchoredQFormerModel(nn.Module):
     tasks=("binary",),
     backbones="vit",
     tunable={"lr_qformer": 1e-4, "lr_lora": 1e-4, "lr_heads": 1e-3, "r": 4},
+    uses_phase1=True,
 )
 class AnchoredQFormer(MultimodalEncoderMethod):
     """Paper 4's modality-anchored interaction (see the module docstring).

@@ -95,6 +95,7 @@ class LateFusionModel(nn.Module):
     tasks=("binary",),
     backbones="vit",
     tunable={"lr_heads": 1e-3},
+    uses_phase1=True,
 )
 class LateFusion(MultimodalEncoderMethod):
     """Late Fusion: each frozen encoder + its own trained head; predictions averaged.
@@ -169,6 +170,7 @@ class FeatureConcatModel(nn.Module):
     tasks=("binary",),
     backbones="vit",
     tunable={"lr_head": 1e-3},
+    uses_phase1=True,
 )
 class FeatureConcat(MultimodalEncoderMethod):
     """Feature Concatenation: pooled frozen features concatenated -> trained MLP head.

@@ -24,7 +24,9 @@ import jinja2
 import pandas as pd
 import yaml
 
+from neuroadapt.experiments import experiment_methods, phase1_modalities
 from neuroadapt.io import atomic_write_text
+from neuroadapt.method_cards import method_cards
 from neuroadapt.metrics import BINARY_METRICS
 from neuroadapt.report import figures
 from neuroadapt.report.cells import comparison, interval
@@ -190,7 +192,7 @@ def results_section(name: str, experiment: Mapping, paths: Mapping) -> dict:
     predictions = pd.read_csv(paths["predictions"], sep="\t")
     resources = pd.read_csv(paths["resources"], sep="\t")
     runs = [json.loads(Path(p).read_text()) for p in paths["runs"]]
-    methods = list(experiment["methods"])
+    methods = experiment_methods(experiment)  # with paper 4's phase-1 models
     descriptions = {r["method"]: r.get("method_description", "").replace("``", "") for r in runs}
     table = []
     for _, row in metrics.iterrows():
@@ -295,6 +297,8 @@ def methods_paragraph(config: Mapping) -> str:
             continue
         if "report_text" in experiment["inputs"]:
             parts.append(_text_encoder_sentence(name, experiment))
+        if phase1_modalities(experiment):
+            parts.append(_phase1_sentence(name, experiment))
         parts.append(
             f"For {name}, {', '.join(experiment['methods'])} adapted a {backbone} backbone "
             f"to predict {experiment['target']} in {folds}-fold subject-level stratified "
@@ -305,6 +309,21 @@ def methods_paragraph(config: Mapping) -> str:
             "bootstrap comparisons of AUC against the reference method."
         )
     return " ".join(parts)
+
+
+def _phase1_sentence(name: str, experiment: Mapping) -> str:
+    """Paper 4's phase 1, as the experiment ran it."""
+    modalities = phase1_modalities(experiment)
+    cards = method_cards()
+    later = [m for m in experiment["methods"] if m in cards and cards[m].uses_phase1]
+    return (
+        f"For {name}, paper 4's phase 1 fine-tuned one uni-modal model per modality "
+        f"({', '.join(modalities)}: its encoder with the experiment's head) on that modality "
+        "alone in each fold, selected it by validation AUC and froze it; "
+        f"{', '.join(later)} started from those encoders and heads of the same fold. The "
+        "uni-modal models are reported as unimodal_<modality>; the non-image encoders had no "
+        "pretrained weights, so phase 1 trained them from their initialisation."
+    )
 
 
 def _text_encoder_sentence(name: str, experiment: Mapping) -> str:

@@ -14,7 +14,15 @@ from neuroadapt.config import (
     required_modalities,
     validate_config,
 )
-from neuroadapt.experiments import backbone_config, image_kind, trained_experiments
+from neuroadapt.experiments import (
+    backbone_config,
+    experiment_methods,
+    image_kind,
+    phase1_modalities,
+    trained_experiments,
+    UNIMODAL_PREFIX,
+)
+from neuroadapt.method_cards import method_cards
 from neuroadapt.train_settings import merged_training
 
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
@@ -185,7 +193,11 @@ def dwi_outputs(wildcards):
 # Training and evaluation (workflow/rules/train.smk, evaluate.smk): experiments with methods.
 TRAINED_EXPERIMENTS = trained_experiments(config)
 TRAINED_METHODS = sorted(
-    {m for e in TRAINED_EXPERIMENTS for m in config["experiments"][e]["methods"]}
+    {
+        m
+        for e in TRAINED_EXPERIMENTS
+        for m in experiment_methods(config["experiments"][e])
+    }
 )
 RUN_DIR = "results/{experiment}/{method}/fold-{fold}"
 PRETRAINED_WEIGHTS = "results/pretrain/{dataset}/{backbone}.pt"
@@ -235,6 +247,17 @@ def train_inputs(wildcards):
         inputs["weights_sidecar"] = PRETRAINED_SIDECAR.format(**names)
     elif "weights" in backbone:
         inputs["weights"] = backbone["weights"]
+    method = getattr(wildcards, "method", None)  # rank_sweep's job has none
+    if method is not None and method_cards()[method].uses_phase1:
+        # paper 4's phase 2 reads the frozen phase-1 models of the same fold
+        inputs["phase1"] = [
+            RUN_DIR.format(
+                experiment=wildcards.experiment,
+                method=f"{UNIMODAL_PREFIX}{modality}",
+                fold=wildcards.fold,
+            )
+            for modality in phase1_modalities(experiment)
+        ]
     return inputs
 
 
@@ -267,7 +290,7 @@ def run_dirs(experiment):
     return expand(
         RUN_DIR,
         experiment=experiment,
-        method=config["experiments"][experiment]["methods"],
+        method=experiment_methods(config["experiments"][experiment]),
         fold=range(1, fold_count(experiment) + 1),
     )
 

@@ -33,8 +33,9 @@ rule evaluate:
     params:
         experiment=lambda wildcards: {
             key: config["experiments"][wildcards.experiment].get(key)
-            for key in ("methods", "reference", "task")
-        },
+            for key in ("reference", "task")
+        }
+        | {"methods": experiment_methods(config["experiments"][wildcards.experiment])},
         evaluation=config["evaluation"],
     script:
         "../../scripts/evaluate.py"
