@@ -7,12 +7,18 @@ diffusion tensor per tissue and tract, per-volume rigid head motion (the gradien
 rotated into the moving head frame, as in a real scanner), partial-volume averaging over
 sub-voxels and Rician noise.
 
-Planted group effect: in ``effect_region`` the radial diffusivity of patients (ADHD) is
-multiplied by ``1 + effect_size``, so FA is lower and MD higher there. Age raises FA
-(myelination); sites differ in receiver gain, SNR and gradient scheme. The phenotype folder
-holds clinical scores, a small genotype vector (some SNPs with group-dependent allele
-frequencies) and free-text clinical reports whose wording follows the (noisy) symptom
-scores, so every modality carries some, but not perfect, information about the label.
+Planted group effect: in ``effect_region`` the radial diffusivity of patients (ADHD) who
+carry it (a share ``effect_prevalence`` of them) is multiplied by ``1 + effect_size``, so FA
+is lower and MD higher there. Age raises FA (myelination); sites differ in receiver gain,
+SNR and gradient scheme. The phenotype folder holds clinical scores (two ADHD-RS subscales
+following one latent severity whose groups overlap by ``symptom_separation``), a small
+genotype vector (a few SNPs with a slightly higher minor-allele frequency in patients,
+``snp_effect``) and free-text intake reports whose wording follows the scores with errors
+(``report_error_rate``). Each carries part of the diagnosis, independently of the image
+given the label (so they complement it), and each is missing for some subjects: reports
+not at random (more often for controls), clinical and genetic rows at random.
+``phenotype_truth.tsv`` and ``modality_information.tsv`` in ``truth_dir`` say what each
+modality carries (the best AUC a model of it alone can reach on the cohort).
 
 Planted findings (multi-label, paper 3), only when ``finding_size`` is not 0: each of
 :data:`FINDINGS` (a participants.tsv 0/1 column) raises diffusivities in its own region (a
@@ -109,11 +115,27 @@ class DwiCohortSpec:
     snr: float = 25.0
     effect_region: str = "corpus_callosum"
     effect_size: float = 0.25
+    #: Share of patients whose white matter carries the effect (ADHD is heterogeneous:
+    #: imaging differences are found in some patients, not all); the rest look like controls.
+    effect_prevalence: float = 1.0
     finding_size: float = 0.0
     motion_translation_mm: float = 0.4
     motion_rotation_deg: float = 0.4
     n_snps: int = 20
     n_informative_snps: int = 4
+    #: Added to the minor-allele frequency of the informative SNPs in patients (small).
+    snp_effect: float = 0.1
+    #: Standardised group difference of the latent symptom severity both ADHD-RS subscales
+    #: and the report follow (1.2: the groups' scores overlap; Bayes AUC about 0.80).
+    symptom_separation: float = 1.2
+    #: Chance that a report sentence about a symptom states the other category (errors).
+    report_error_rate: float = 0.25
+    #: Missing modalities: reports not at random (more often absent for controls, whose
+    #: routine assessments often have none), clinical and genetic rows at random.
+    report_missing_patient: float = 0.15
+    report_missing_control: float = 0.35
+    clinical_missing: float = 0.2
+    genetics_missing: float = 0.3
     supersample: int = 2
 
     def check(self, where: str) -> None:
@@ -163,6 +185,18 @@ class DwiCohortSpec:
                 "must lie in (-0.9, 5)",
                 "use e.g. 1.0 (radial diffusivity doubled in the SLFs), 0 for none",
             )
+        for key in (
+            "effect_prevalence",
+            "report_error_rate",
+            "report_missing_patient",
+            "report_missing_control",
+            "clinical_missing",
+            "genetics_missing",
+        ):
+            if not 0 <= getattr(self, key) <= 1:
+                raise ConfigError(f"{where}.{key}", "must lie in [0, 1]", "give a share, e.g. 0.2")
+        if not 0 <= self.snp_effect <= 0.5:
+            raise ConfigError(f"{where}.snp_effect", "must lie in [0, 0.5]", "use e.g. 0.1")
         if not 0 <= self.n_informative_snps <= self.n_snps:
             raise ConfigError(
                 f"{where}.n_informative_snps",
@@ -198,7 +232,7 @@ def generate_dwi_cohort(spec: DwiCohortSpec, bids_dir: Path, truth_dir: Path) ->
     bids_dir, truth_dir = Path(bids_dir), Path(truth_dir)
     participants = draw_participants(spec)
     _write_dataset_files(spec, bids_dir, participants)
-    _write_phenotype(spec, bids_dir, participants)
+    _write_phenotype(spec, bids_dir, truth_dir, participants)
 
     schemes = [_gradient_scheme(spec, site) for site in range(spec.n_sites)]
     truth_rows = []
@@ -235,6 +269,14 @@ def generate_dwi_cohort(spec: DwiCohortSpec, bids_dir: Path, truth_dir: Path) ->
             "spec": asdict(spec),
         },
     )
+
+
+def carries_imaging_effect(spec: DwiCohortSpec, index: int, diagnosis: str) -> bool:
+    """Whether subject ``index`` is a patient whose white matter carries the planted effect
+    (each patient with chance ``effect_prevalence``, from a stream of its own)."""
+    if diagnosis != "ADHD":
+        return False
+    return bool(subject_rng(spec.seed, index, 4).random() < spec.effect_prevalence)
 
 
 def draw_participants(spec: DwiCohortSpec) -> pd.DataFrame:
@@ -321,6 +363,7 @@ class _SubjectModel:
     anatomy: brain.BrainAnatomy
     radial_factor: float  # multiplies white-matter radial diffusivity (age, individual)
     patient: bool
+    carries_effect: bool
     s0_factor: float
     head_centre_mm: tuple[float, float, float]
     head_tilt_deg: tuple[float, float, float]
@@ -333,6 +376,7 @@ class _SubjectModel:
             anatomy=anatomy,
             radial_factor=float(maturation * rng.normal(1.0, 0.03)),
             patient=row.diagnosis == "ADHD",
+            carries_effect=carries_imaging_effect(spec, int(row.name), row.diagnosis),
             s0_factor=float(rng.normal(1.0, 0.02)),
             head_centre_mm=tuple(float(v) for v in rng.normal([0, 8, 12], 3.0)),
             head_tilt_deg=tuple(float(v) for v in rng.normal(0, [3.0, 1.5, 1.5])),
@@ -354,7 +398,7 @@ class _SubjectModel:
         tract = sample.region > 0
         axial[tract], radial[tract] = _TRACT_AXIAL, _TRACT_RADIAL
         radial[sample.tissue == brain.WHITE_MATTER] *= self.radial_factor
-        if self.patient:
+        if self.carries_effect:
             radial[sample.region == brain.region_index(spec.effect_region)] *= 1 + spec.effect_size
         for name in self.findings:
             finding = FINDINGS[name]
@@ -482,6 +526,7 @@ def _write_session(spec, bids_dir, truth_dir, label, session, site, subject, sch
         "session_id": f"ses-{session}" if session else "n/a",
         "prefix": prefix,
         "patient": int(subject.patient),
+        "carries_effect": int(subject.carries_effect),
         "radial_factor": subject.radial_factor,
         "t1w_to_dwi": " ".join(f"{v:.6f}" for v in np.linalg.inv(t1w_offset).ravel()),
         "max_translation_mm": float(np.abs(motion[:, :3]).max()),
@@ -631,44 +676,72 @@ def _write_dataset_files(spec: DwiCohortSpec, bids_dir: Path, participants: pd.D
     )
 
 
-def _write_phenotype(spec: DwiCohortSpec, bids_dir: Path, participants: pd.DataFrame) -> None:
-    clinical, genotype, reports = [], [], []
+def _write_phenotype(
+    spec: DwiCohortSpec, bids_dir: Path, truth_dir: Path, participants: pd.DataFrame
+) -> None:
+    """Clinical scores, genotypes and reports that each carry part of the diagnosis, with
+    errors and missing rows; what each modality carries goes to ``truth_dir``
+    (``phenotype_truth.tsv`` per subject, ``modality_information.tsv`` per modality)."""
+    clinical, genotype, reports, truth = [], [], [], []
     # Allele frequencies: informative SNPs differ between groups, the rest do not.
     freq_rng = np.random.default_rng([spec.seed, 2000])
     base_freq = freq_rng.uniform(0.1, 0.45, spec.n_snps)
     for index, row in participants.iterrows():
         patient = row.diagnosis == "ADHD"
         rng = subject_rng(spec.seed, index, 3)
-        inattention = int(
-            np.clip(round(rng.normal(17, 5) if patient else rng.normal(5, 3.5)), 0, 27)
-        )
-        hyperactivity = int(
-            np.clip(round(rng.normal(14, 6) if patient else rng.normal(4, 3)), 0, 27)
-        )
-        iq = int(round(rng.normal(100 if patient else 106, 13)))
-        clinical.append(
-            {
-                "participant_id": row.participant_id,
-                "adhd_rs_inattention": inattention,
-                "adhd_rs_hyperactivity": hyperactivity,
-                "full_scale_iq": iq,
-            }
-        )
+        # One latent severity drives both subscales; the groups overlap.
+        severity = rng.normal(spec.symptom_separation if patient else 0.0, 1.0)
+        inattention = int(np.clip(round(8 + 4 * severity + rng.normal(0, 2.0)), 0, 27))
+        hyperactivity = int(np.clip(round(6 + 4 * severity + rng.normal(0, 2.5)), 0, 27))
+        iq = int(round(rng.normal(102 if patient else 105, 13)))
         freq = base_freq.copy()
-        freq[: spec.n_informative_snps] += 0.2 * patient
+        freq[: spec.n_informative_snps] += spec.snp_effect * patient
         alleles = rng.binomial(2, freq)
-        genotype.append(
-            {"participant_id": row.participant_id}
-            | {f"snp{k + 1:02d}": int(a) for k, a in enumerate(alleles)}
+        text, errors, concern = clinical_report(
+            row.age, row.sex, inattention, hyperactivity, rng, spec.report_error_rate
         )
-        reports.append(
+        # Missing modalities from a stream of their own (the values above do not change).
+        missing_rng = subject_rng(spec.seed, index, 5)
+        report_missing = spec.report_missing_patient if patient else spec.report_missing_control
+        has = {
+            "report_text": missing_rng.random() >= report_missing,
+            "clinical": missing_rng.random() >= spec.clinical_missing,
+            "genetics": missing_rng.random() >= spec.genetics_missing,
+        }
+        pid = row.participant_id
+        if has["clinical"]:
+            clinical.append(
+                {
+                    "participant_id": pid,
+                    "adhd_rs_inattention": inattention,
+                    "adhd_rs_hyperactivity": hyperactivity,
+                    "full_scale_iq": iq,
+                }
+            )
+        if has["genetics"]:
+            genotype.append(
+                {"participant_id": pid} | {f"snp{k + 1:02d}": int(a) for k, a in enumerate(alleles)}
+            )
+        if has["report_text"]:
+            reports.append({"participant_id": pid, "report": text})
+        truth.append(
             {
-                "participant_id": row.participant_id,
-                "report": clinical_report(row.age, row.sex, inattention, hyperactivity, rng),
+                "participant_id": pid,
+                "diagnosis": row.diagnosis,
+                "carries_imaging_effect": int(carries_imaging_effect(spec, index, row.diagnosis)),
+                "symptom_severity": round(float(severity), 4),
+                "report_concern": concern,
+                "report_errors": errors,
+                "informative_alleles": int(alleles[: spec.n_informative_snps].sum()),
             }
+            | {f"has_{m}": int(v) for m, v in has.items()}
         )
+    truth = pd.DataFrame(truth)
+    write_tsv(truth_dir / "phenotype_truth.tsv", truth)
+    write_tsv(truth_dir / "modality_information.tsv", modality_information(spec, truth))
     folder = bids_dir / "phenotype"
-    write_tsv(folder / "clinical.tsv", pd.DataFrame(clinical))
+    scores = ["adhd_rs_inattention", "adhd_rs_hyperactivity", "full_scale_iq"]
+    write_tsv(folder / "clinical.tsv", pd.DataFrame(clinical, columns=["participant_id", *scores]))
     write_json(
         folder / "clinical.json",
         {
@@ -680,7 +753,8 @@ def _write_phenotype(spec: DwiCohortSpec, bids_dir: Path, participants: pd.DataF
             "full_scale_iq": {"Description": "Full-scale IQ", "Units": "IQ points"},
         },
     )
-    write_tsv(folder / "genotype.tsv", pd.DataFrame(genotype))
+    snps = [f"snp{k + 1:02d}" for k in range(spec.n_snps)]
+    write_tsv(folder / "genotype.tsv", pd.DataFrame(genotype, columns=["participant_id", *snps]))
     write_json(
         folder / "genotype.json",
         {"MeasurementToolMetadata": {"Description": "Synthetic SNP array"}}
@@ -692,7 +766,7 @@ def _write_phenotype(spec: DwiCohortSpec, bids_dir: Path, participants: pd.DataF
             for k in range(spec.n_snps)
         },
     )
-    write_tsv(folder / "reports.tsv", pd.DataFrame(reports))
+    write_tsv(folder / "reports.tsv", pd.DataFrame(reports, columns=["participant_id", "report"]))
     write_json(
         folder / "reports.json",
         {
@@ -713,27 +787,81 @@ _NEUTRAL = (
 )
 
 
-def clinical_report(age: float, sex: str, inattention: int, hyperactivity: int, rng) -> str:
-    """A short intake report whose wording follows the symptom scores (not the label)."""
+def clinical_report(
+    age: float, sex: str, inattention: int, hyperactivity: int, rng, error_rate: float = 0.0
+) -> tuple[str, int, int]:
+    """A short intake report whose wording follows the symptom scores (not the label), how
+    many of its symptom statements are wrong (each of the referral reason, the attention and
+    the behaviour sentence states the other category with ``error_rate``) and the concern it
+    states (0-4: referral 1, attention 0-2, behaviour 1)."""
+
+    def flip() -> bool:
+        return bool(rng.random() < error_rate)
+
     child = "boy" if sex == "M" else "girl"
+    errors = 0
+    concerned = inattention + hyperactivity >= 20
+    if flip():
+        concerned, errors = not concerned, errors + 1
     concern = (
         "difficulties with attention and schoolwork"
-        if inattention + hyperactivity >= 20
+        if concerned
         else "a routine developmental assessment"
     )
     sentences = [f"{int(age)}-year-old {child} referred by {rng.choice(_REFERRERS)} for {concern}."]
-    if inattention >= 12:
-        sentences.append(
-            "Parents describe frequent careless mistakes and trouble sustaining attention."
-        )
-    elif inattention >= 8:
-        sentences.append("Parents mention occasional forgetfulness with homework.")
-    else:
-        sentences.append("Parents report no significant attention problems.")
-    if hyperactivity >= 12:
-        sentences.append("Teacher notes excessive fidgeting and frequent interrupting in class.")
-    else:
-        sentences.append("Teacher describes age-appropriate behaviour in class.")
+    level = 2 if inattention >= 12 else 1 if inattention >= 8 else 0
+    if flip():
+        level, errors = (0 if level else 2), errors + 1
+    sentences.append(
+        (
+            "Parents report no significant attention problems.",
+            "Parents mention occasional forgetfulness with homework.",
+            "Parents describe frequent careless mistakes and trouble sustaining attention.",
+        )[level]
+    )
+    restless = hyperactivity >= 12
+    if flip():
+        restless, errors = not restless, errors + 1
+    sentences.append(
+        "Teacher notes excessive fidgeting and frequent interrupting in class."
+        if restless
+        else "Teacher describes age-appropriate behaviour in class."
+    )
     sentences.append(str(rng.choice(_NEUTRAL)))
     sentences.append("Neurological examination unremarkable.")
-    return " ".join(sentences)
+    return " ".join(sentences), errors, int(concerned) + level + int(restless)
+
+
+def modality_information(spec: DwiCohortSpec, truth: pd.DataFrame) -> pd.DataFrame:
+    """How much each modality carries about the diagnosis, from the noise-free carriers:
+    the AUC of the carrier among subjects that have the modality, and over every subject
+    with absent ones at chance (what a model of that modality alone can reach at best),
+    the share missing and how it is missing."""
+    from sklearn.metrics import roc_auc_score
+
+    label = truth.diagnosis.eq("ADHD").to_numpy(int)
+    carriers = {
+        "image": ("carries_imaging_effect", None, "completely at random (none missing)"),
+        "report_text": ("report_concern", "has_report_text", "not at random: more controls"),
+        "clinical": ("symptom_severity", "has_clinical", "completely at random"),
+        "genetics": ("informative_alleles", "has_genetics", "completely at random"),
+    }
+    rows = []
+    for modality, (carrier, flag, mechanism) in carriers.items():
+        score = truth[carrier].to_numpy(float)
+        has = np.ones(len(truth), bool) if flag is None else truth[flag].to_numpy(bool)
+        present = roc_auc_score(label[has], score[has]) if len(set(label[has])) == 2 else np.nan
+        ranked = np.where(has, pd.Series(score).rank(pct=True), 0.5)  # absent: a tie at 0.5
+        rows.append(
+            {
+                "modality": modality,
+                "carrier": carrier,
+                "missing_share": round(1 - has.mean(), 4),
+                "missing_share_patients": round(1 - has[label == 1].mean(), 4),
+                "missing_share_controls": round(1 - has[label == 0].mean(), 4),
+                "missing": mechanism,
+                "oracle_auc_present": round(float(present), 4),
+                "oracle_auc_all": round(float(roc_auc_score(label, ranked)), 4),
+            }
+        )
+    return pd.DataFrame(rows)
