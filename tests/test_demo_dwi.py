@@ -184,3 +184,61 @@ def test_spec_errors_name_the_key():
         spec_from_mapping(DwiCohortSpec, {"effect_region": "amygdala"}, "datasets.d.synthetic")
     with pytest.raises(ConfigError, match=r"snr.*must be float"):
         spec_from_mapping(DwiCohortSpec, {"snr": "high"}, "datasets.d.synthetic")
+
+
+def test_phenotype_modalities_carry_part_of_the_diagnosis_and_go_missing(tmp_path):
+    """On 400 subjects (tables only): every modality carries some, not all, of the label
+    (the ground truth's oracle AUCs lie between 0.55 and 0.95), reports go missing more
+    often for controls, tables at the configured rates; the share of patients carrying the
+    imaging effect follows effect_prevalence; missingness never changes the values."""
+    from neuroadapt.demo.dwi import _write_phenotype
+
+    def tables(name, **settings):
+        spec = DwiCohortSpec(n_subjects=400, **settings)
+        bids, truth = tmp_path / name / "bids", tmp_path / name / "truth"
+        (bids / "phenotype").mkdir(parents=True)
+        truth.mkdir()
+        _write_phenotype(spec, bids, truth, draw_participants(spec))
+        read = lambda p: pd.read_csv(p, sep="\t")  # noqa: E731
+        return (
+            read(truth / "modality_information.tsv").set_index("modality"),
+            {t: read(bids / "phenotype" / f"{t}.tsv") for t in ("clinical", "genotype", "reports")},
+            read(truth / "phenotype_truth.tsv"),
+        )
+
+    info, files, truth = tables("default", effect_prevalence=0.6)
+    assert info.oracle_auc_present.between(0.55, 0.95).all(), info
+    assert (info.oracle_auc_all <= info.oracle_auc_present + 1e-9).all()
+    assert info.loc["report_text", "missing_share_controls"] == pytest.approx(0.35, abs=0.08)
+    assert info.loc["report_text", "missing_share_patients"] == pytest.approx(0.15, abs=0.08)
+    assert info.loc["clinical", "missing_share"] == pytest.approx(0.2, abs=0.06)
+    assert info.loc["genetics", "missing_share"] == pytest.approx(0.3, abs=0.06)
+    assert info.loc["image", "missing_share"] == 0
+    assert len(files["clinical"]) == truth.has_clinical.sum()
+    assert len(files["reports"]) == truth.has_report_text.sum()
+    patients = truth[truth.diagnosis == "ADHD"]
+    assert patients.carries_imaging_effect.mean() == pytest.approx(0.6, abs=0.08)
+    assert truth[truth.diagnosis == "TD"].carries_imaging_effect.eq(0).all()
+    # without missing rows and errors the same subjects have the same scores
+    _, complete, _ = tables(
+        "complete",
+        effect_prevalence=0.6,
+        report_missing_patient=0,
+        report_missing_control=0,
+        clinical_missing=0,
+        genetics_missing=0,
+    )
+    assert len(complete["clinical"]) == 400
+    merged = files["clinical"].merge(complete["clinical"], on="participant_id")
+    assert (merged.adhd_rs_inattention_x == merged.adhd_rs_inattention_y).all()
+
+
+def test_reports_state_the_scores_with_the_configured_error_rate():
+    from neuroadapt.demo.dwi import clinical_report
+
+    rng = np.random.default_rng(0)
+    text, errors, concern = clinical_report(10, "F", 20, 15, rng, error_rate=0.0)
+    assert errors == 0 and concern == 4 and "trouble sustaining attention" in text
+    text, errors, concern = clinical_report(10, "F", 20, 15, rng, error_rate=1.0)
+    assert errors == 3 and concern == 0 and "no significant attention problems" in text
+    assert "age-appropriate behaviour" in text and "routine developmental" in text

@@ -271,7 +271,8 @@ def trained(tmp_path_factory):
 def test_pretrains_trains_and_evaluates_every_method_and_fold(trained):
     folder, _, run = trained
     counts = collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", run.stderr))
-    assert counts["pretrain"] == 2 and counts["train"] == 10 and counts["evaluate"] == 3, counts
+    # 2 folds: adhd_dti 2 methods, hnc_petct 2, ad_multimodal late_fusion + 4 phase-1 models
+    assert counts["pretrain"] == 2 and counts["train"] == 18 and counts["evaluate"] == 3, counts
     sidecar = json.loads(
         (folder / "results/pretrain/demo_ct_pretrain/resnet10_w025.json").read_text()
     )
@@ -312,8 +313,14 @@ def test_ct_pet_and_multimodal_experiments_train_and_evaluate(trained):
     masks = np.load(folder / "results/hnc_petct/pemma/fold-1/segmentations-best_dice.npz")
     assert masks.files and all(masks[k].shape == (32, 32, 32) for k in masks.files)
     multimodal = pd.read_csv(folder / "results/ad_multimodal/metrics.tsv", sep="\t")
-    assert set(multimodal.method) == {"late_fusion"} and multimodal.auc.between(0, 1).all()
+    phase1 = {f"unimodal_{m}" for m in ("image", "report_text", "clinical", "genetics")}
+    assert set(multimodal.method) == {"late_fusion"} | phase1
+    assert multimodal.auc.between(0, 1).all()
+    # late fusion's run read the same fold's phase-1 models (their bytes are in its inputs)
+    run = json.loads((folder / "results/ad_multimodal/late_fusion/fold-2/run.json").read_text())
+    assert run["phase1"] == {m.removeprefix("unimodal_"): "best_auc" for m in phase1}
     missing = pd.read_csv(folder / "results/ad_multimodal/missing_modality.tsv", sep="\t")
+    assert set(missing.method) == {"late_fusion"}  # no robustness rows for phase 1
     assert set(missing.modality) == {"image", "report_text", "clinical", "genetics"}
     assert sorted(missing.fraction.unique()) == [0.0, 0.25, 0.5, 0.75, 1.0]
     assert missing.auc.between(0, 1).all() and (missing.n == multimodal.n.iloc[0]).all()
