@@ -671,7 +671,10 @@ def _find_modality(
     """Columns for one modality of one row; invalid files are recorded in ``problems``."""
     name = modality.name
     if not modality.is_image:
-        if pid in phenotypes[name]:
+        # A participant without a row in an existing phenotype table keeps the subject: that
+        # modality is missing for them alone, which the multimodal methods handle per sample
+        # (neuroadapt.nonimage_inputs); only a dataset without the table lacks it.
+        if phenotypes[name]:
             return {name: str(index.bids_dir / "phenotype" / modality.phenotype_file)}
         return {}
     paths = index.find(modality, subject, session)

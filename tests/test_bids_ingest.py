@@ -341,3 +341,21 @@ def test_row_names_for_per_subject_jobs(tiny_dwi, tmp_path):
     assert find_row(table, "sub-003").dwi.endswith("sub-003_dwi.nii.gz")
     with pytest.raises(InputError, match="sub-009 is not in the subjects table"):
         find_row(table, "sub-009")
+
+
+def test_a_participant_without_a_phenotype_row_is_kept_with_that_modality_missing(
+    dwi_cohort, tmp_path
+):
+    """Missing rows in phenotype tables are missing modalities of those subjects (the
+    multimodal methods' per-sample path), not a reason to drop them."""
+    import shutil
+
+    bids = tmp_path / "bids"
+    shutil.copytree(dwi_cohort[0], bids)
+    clinical = pd.read_csv(bids / "phenotype" / "clinical.tsv", sep="\t")
+    gone = clinical.participant_id.iloc[0]
+    clinical.iloc[1:].to_csv(bids / "phenotype" / "clinical.tsv", sep="\t", index=False)
+    result = run(bids, required=DWI_NEEDS)
+    assert result.report["dropped"] == []
+    assert gone in set(result.table.participant_id)
+    assert result.table.clinical.notna().all()
