@@ -28,13 +28,14 @@ TRAINING = {"epochs": 3, "batch_size": 4, "patience": 10, "seed": 1}
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict:
     """The image toy cohort plus a report (words follow the class) and a clinical score;
-    sub-03 has no report and no clinical row (missing modalities)."""
+    sub-03 has no report and no clinical row (missing modalities), sub-18 (test) no report."""
     root = tmp_path_factory.mktemp("mm")
     cohort = write_toy_cohort(root)
     table = pd.read_csv(cohort["subjects_table"], sep="\t")
     adhd = table.diagnosis.eq("ADHD")
     reports = np.where(adhd, "restless and inattentive", "calm and attentive")
     reports[2] = ""
+    reports[17] = ""  # sub-18, a test subject without a report
     pd.DataFrame({"participant_id": table.participant_id, "report": reports}).to_csv(
         root / "reports.tsv", sep="\t", index=False
     )
@@ -87,16 +88,15 @@ def phase1_for(method, phase1):
 
 
 def test_phase1_trains_each_encoder_alone_and_predicts_half_without_its_modality(toy, phase1):
-    """A uni-modal model fine-tunes its whole encoder; sub-03 (no report) gets 0.5."""
+    """A uni-modal model fine-tunes its whole encoder; sub-18 (test, no report) gets 0.5."""
     for run in phase1:
         summary = pd.read_json(f"{run}/run.json", typ="series")
         assert summary.parameters["trainable"] == summary.parameters["total"]
         assert not (Path(run) / "missing_modality.tsv").exists()
     report = pd.read_csv(f"{phase1[1]}/predictions.tsv", sep="\t", dtype={"participant_id": str})
-    absent = report[report.participant_id == "sub-03"]
-    if len(absent):  # sub-03 may lie in another part of the fold
-        assert np.allclose(absent.probability, 0.5)
-    present = report[report.participant_id != "sub-03"]
+    absent = report[report.participant_id == "sub-18"]
+    assert len(absent) == 2 and np.allclose(absent.probability, 0.5)  # both selections
+    present = report[report.participant_id != "sub-18"]
     assert not np.allclose(present.probability, 0.5)
 
 

@@ -108,7 +108,7 @@ def batch_presence(
     ``inputs[f"{name}_present"]`` (bool ``(B,)``) or, without it, is present for all; a
     sample whose padding mask ``inputs[f"{name}_mask"]`` has no real token is absent. Raises
     ``ValueError`` when a sample has none of the modalities in ``require`` (default:
-    ``names``), naming the samples.
+    ``names``; empty: none required), naming the samples.
     """
     given = [m for m in names if m in inputs]
     if not given:
@@ -135,7 +135,11 @@ def batch_presence(
             # as brain_adapter does; it would otherwise give NaN attention
             present[m] = present[m] & mask.to(device=device, dtype=torch.bool).any(dim=1)
     required = list(names if require is None else require)
-    some = torch.stack([present[m] for m in required], dim=1).any(dim=1)
+    some = (
+        torch.stack([present[m] for m in required], dim=1).any(dim=1)
+        if required
+        else torch.ones(batch, dtype=torch.bool, device=device)  # nothing required
+    )
     if not bool(some.all()):
         missing = torch.nonzero(~some).flatten().tolist()
         raise ValueError(

@@ -32,6 +32,7 @@ from torch import nn
 from neuroadapt.experiments import UNIMODAL_PREFIX
 from neuroadapt.methods.anchored_qformer import (
     MultimodalEncoderMethod,
+    batch_presence,
     encode_pooled,
     rounds_loss,
     token_mask,
@@ -49,22 +50,6 @@ def unimodal_method(modality: str) -> str:
     return f"{UNIMODAL_PREFIX}{modality}"
 
 
-def sample_presence(inputs: Mapping[str, torch.Tensor], modality: str) -> torch.Tensor:
-    """Bool ``(B,)``: the samples that have ``modality`` (its ``_present`` flag, and at least
-    one real token where it has a padding mask)."""
-    x = inputs[modality]
-    present = inputs.get(f"{modality}_present")
-    present = (
-        torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-        if present is None
-        else present.to(device=x.device, dtype=torch.bool)
-    )
-    mask = inputs.get(f"{modality}_mask")
-    if mask is not None:
-        present = present & mask.to(device=x.device, dtype=torch.bool).any(dim=1)
-    return present
-
-
 class UnimodalModel(nn.Module):
     """One encoder (trainable) + its head, reading ``inputs[modality]``.
 
@@ -78,7 +63,8 @@ class UnimodalModel(nn.Module):
         self.head = head
 
     def forward(self, inputs: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        present = sample_presence(inputs, self.modality)
+        _, flags = batch_presence(inputs, [self.modality], require=())
+        present = flags[self.modality]
         x = zero_absent(inputs[self.modality], present)
         features = encode_pooled(self.encoder, x, token_mask(inputs, self.modality, present))
         logits = self.head(features)
