@@ -169,3 +169,31 @@ def test_experiment_methods_add_the_phase1_models_a_paper4_method_needs():
     listed = paper4 | {"methods": ["unimodal_clinical", "anchored_qformer"]}
     assert experiment_methods(listed).count("unimodal_clinical") == 1
     assert experiment_methods(paper4 | {"methods": ["brain_adapter"]}) == ["brain_adapter"]
+
+
+def test_the_verdict_names_the_methods_that_differ_from_the_reference():
+    section = summary_section("exp", {"task": "binary"}, metrics_table(), RESOURCES, [])
+    assert section["verdict"] == (
+        "Differ from probe at p < 0.05: lora above it (1 of 2 comparisons, not corrected for "
+        "their number; these test subjects, the median 95% interval of a method's AUC is 0.15 "
+        "wide)."
+    )
+
+
+def test_the_verdict_says_when_the_cohort_cannot_rank_the_methods():
+    metrics = metrics_table().assign(n=36)
+    metrics.loc[metrics.method == "lora", "p_value"] = 0.3
+    section = summary_section("exp", {"task": "binary"}, metrics, RESOURCES, [])
+    assert section["verdict"] == (
+        "No method differs from probe at p < 0.05: on 36 test subjects the median 95% interval "
+        "of a method's AUC is 0.15 wide; this experiment does not rank them."
+    )
+
+
+def test_a_method_significantly_below_the_reference_is_named_as_below():
+    metrics = metrics_table().assign(n=36)
+    metrics.loc[metrics.method == "full", ["p_value", "delta_auc"]] = [0.01, -0.2]
+    section = summary_section("exp", {"task": "binary"}, metrics, RESOURCES, [])
+    assert section["verdict"].startswith(
+        "Differ from probe at p < 0.05: lora above and full below it (2 of 2 comparisons"
+    )

@@ -3,7 +3,9 @@
 A reader opens the report to learn which method wins; this section answers that before the
 details: each method's pooled primary metric with its 95% interval, the paired difference
 from the reference with p, the recipe it trained with (the tuned values chosen on each
-fold's validation part, or the fixed ``method_settings``), and its trainable share.
+fold's validation part, or the fixed ``method_settings``), and its trainable share; then
+a one-sentence verdict that says which methods differ from the reference, or that the
+experiment is too small to tell them apart.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 
 from neuroadapt.report.cells import comparison, interval
 
-__all__ = ["PRIMARY", "recipe", "summary_section"]
+__all__ = ["PRIMARY", "recipe", "summary_section", "verdict"]
 
 #: Task -> (metrics.tsv column, the selection it is read at, label).
 PRIMARY = {
@@ -50,6 +52,38 @@ def recipe(runs: Sequence[Mapping]) -> str:
     return "; ".join(parts)
 
 
+def verdict(chosen: pd.DataFrame, column: str, label: str, reference: str) -> str:
+    """What the ranking supports, from the rows of one selection: the methods whose paired
+    difference from ``reference`` has p < 0.05, or, when none has, that the experiment cannot
+    rank the methods, with the number of test subjects and the median width of the metric's
+    intervals (a reader then knows which differences the cohort could have shown)."""
+    if "p_value" not in chosen or f"{column}_low" not in chosen:
+        return ""
+    compared = chosen[chosen.method != reference].dropna(subset=["p_value"])
+    if compared.empty:
+        return ""
+    widths = (chosen[f"{column}_high"] - chosen[f"{column}_low"]).dropna()
+    subjects = f"{int(chosen.n.max())} test subjects" if "n" in chosen else "these test subjects"
+    spread = f"the median 95% interval of a method's {label} is {widths.median():.2f} wide"
+    significant = compared[compared.p_value < 0.05]
+    if significant.empty:
+        return (
+            f"No method differs from {reference} at p < 0.05: on {subjects} {spread}; this "
+            "experiment does not rank them."
+        )
+    better = [m for m, d in zip(significant.method, significant[f"delta_{column}"]) if d > 0]
+    worse = [m for m in significant.method if m not in better]
+    parts = []
+    if better:
+        parts.append(f"{', '.join(better)} above")
+    if worse:
+        parts.append(f"{', '.join(worse)} below")
+    return (
+        f"Differ from {reference} at p < 0.05: {' and '.join(parts)} it ({len(significant)} of "
+        f"{len(compared)} comparisons, not corrected for their number; {subjects}, {spread})."
+    )
+
+
 def summary_section(
     name: str, experiment: Mapping, metrics: pd.DataFrame, resources: pd.DataFrame, runs
 ) -> dict:
@@ -78,4 +112,5 @@ def summary_section(
         "selection": selection,
         "reference": reference,
         "rows": rows,
+        "verdict": verdict(chosen, column, label, reference),
     }
