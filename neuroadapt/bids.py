@@ -125,6 +125,10 @@ class _Problems:
 # --------------------------------------------------------------------------- dataset level
 
 
+#: BIDS-MEG's pseudo-subject holding empty-room noise recordings.
+EMPTY_ROOM = "sub-emptyroom"
+
+
 def check_dataset_root(bids_dir: Path) -> dict:
     """The root exists and has a readable dataset_description.json; returns it."""
     if not bids_dir.is_dir():
@@ -134,6 +138,13 @@ def check_dataset_root(bids_dir: Path) -> dict:
             "set datasets.<name>.bids_dir to the folder holding dataset_description.json",
         )
     description_path = bids_dir / "dataset_description.json"
+    for root in (bids_dir.parent, bids_dir.parent.parent):  # a subject or session folder
+        if not description_path.is_file() and (root / "dataset_description.json").is_file():
+            raise InputError(
+                bids_dir,
+                f"is a folder inside the BIDS dataset {root}, not its root",
+                f"set datasets.<name>.bids_dir to {root}",
+            )
     if not description_path.is_file():
         raise InputError(
             description_path,
@@ -164,6 +175,31 @@ def read_json(path: Path) -> dict:
     return payload
 
 
+def read_tsv(path: Path) -> pd.DataFrame:
+    """A BIDS tabular file as strings, ``n/a`` and empty cells missing; an empty file, one
+    that is not UTF-8 text or one saved comma-separated is refused, naming the file."""
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["n/a", ""])
+    except pd.errors.EmptyDataError:
+        raise InputError(
+            path, "is empty", "write a header line (participant_id, ...) and one row per subject"
+        ) from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as error:
+        raise InputError(
+            path,
+            f"cannot be read as a tab-separated table ({error})",
+            "save it as UTF-8 TSV with one header line",
+        ) from None
+    if len(table.columns) == 1 and ("," in table.columns[0] or ";" in table.columns[0]):
+        raise InputError(
+            path,
+            f"has one column named '{table.columns[0]}': it was saved comma- or "
+            "semicolon-separated",
+            "save it with tabs between columns (BIDS .tsv files are tab-separated)",
+        )
+    return table
+
+
 def read_participants(bids_dir: Path, columns: Sequence[str]) -> pd.DataFrame:
     """participants.tsv with IDs checked and the needed ``columns`` present."""
     path = bids_dir / "participants.tsv"
@@ -173,14 +209,7 @@ def read_participants(bids_dir: Path, columns: Sequence[str]) -> pd.DataFrame:
             "is missing; labels and covariates come from it",
             "add participants.tsv with a participant_id column and the label column",
         )
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["n/a", ""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(
-            path,
-            f"cannot be read as a tab-separated table ({error})",
-            "save it as UTF-8 TSV with one header line",
-        ) from None
+    table = read_tsv(path)
     if "participant_id" not in table.columns:
         raise InputError(
             path,
@@ -216,7 +245,7 @@ def read_participants(bids_dir: Path, columns: Sequence[str]) -> pd.DataFrame:
 
 def _check_subject_folders(bids_dir: Path, participants: pd.DataFrame) -> list[str]:
     """Subject folders on disk, each listed in participants.tsv and unique ignoring case."""
-    folders = sorted(p.name for p in bids_dir.glob("sub-*") if p.is_dir())
+    folders = sorted(p.name for p in bids_dir.glob("sub-*") if p.is_dir() and p.name != EMPTY_ROOM)
     lowered: dict[str, str] = {}
     for name in folders:
         if name.lower() in lowered:
@@ -349,6 +378,16 @@ def read_gradients(bval_path: Path, bvec_path: Path, n_volumes: int, image: Path
             bvec_path,
             f"has zero-length directions for diffusion-weighted volumes {bad[:5].tolist()}",
             "give unit vectors for every volume with b > 0",
+        )
+    # dipy's gradient_table accepts norms within 1e-2 of 1 (its atol); a longer or shorter
+    # vector is a b-value scaling some tools write, which the tensor fit would not apply.
+    bad = np.flatnonzero((bvals > 50) & (np.abs(norms - 1) > 1e-2))
+    if bad.size:
+        shown = ", ".join(f"{i} ({norms[i]:.3f})" for i in bad[:5])
+        raise InputError(
+            bvec_path,
+            f"has non-unit directions for diffusion-weighted volumes {shown}",
+            "normalise each b-vector to length 1 and put the b-value scaling into the .bval",
         )
 
 
@@ -524,6 +563,8 @@ def ingest(
         )
     columns = list(dict.fromkeys([*([label] if label else []), *required_columns, *covariates]))
     participants = read_participants(bids_dir, columns)
+    # BIDS-MEG's empty-room recordings live in sub-emptyroom; no person, so never a row
+    participants = participants[participants.participant_id != EMPTY_ROOM]
     folders = _check_subject_folders(bids_dir, participants)
     participants_path = bids_dir / "participants.tsv"
     selected = _select_participants(participants, include, exclude, participants_path)
@@ -647,10 +688,7 @@ def _read_phenotypes(bids_dir: Path, modalities: Mapping[str, Modality]) -> dict
 
 def read_participants_like(path: Path) -> pd.DataFrame:
     """A phenotype TSV: must have participant_id, one row per participant."""
-    try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, na_values=["n/a", ""])
-    except (pd.errors.ParserError, UnicodeDecodeError) as error:
-        raise InputError(path, f"cannot be read as TSV ({error})", "save it as UTF-8 TSV") from None
+    table = read_tsv(path)
     if "participant_id" not in table.columns:
         raise InputError(
             path, "has no participant_id column", "add it (BIDS phenotype files need it)"

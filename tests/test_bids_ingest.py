@@ -359,3 +359,58 @@ def test_a_participant_without_a_phenotype_row_is_kept_with_that_modality_missin
     assert result.report["dropped"] == []
     assert gone in set(result.table.participant_id)
     assert result.table.clinical.notna().all()
+
+
+def test_a_longer_b_vector_is_refused_with_its_length(tiny_copy):
+    bvec = _dwi(tiny_copy, extension=".bvec")
+    vectors = np.loadtxt(bvec)
+    vectors[:, 3] *= 1.5  # a b-value scaling folded into the vector
+    np.savetxt(bvec, vectors)
+    with pytest.raises(
+        InputError,
+        match=r"sub-002_dwi.bvec: has non-unit directions for diffusion-weighted volumes "
+        r"3 \(1.500\).*Fix: normalise each b-vector",
+    ):
+        run(tiny_copy)
+
+
+def test_b_vectors_rounded_by_a_converter_pass(tiny_copy):
+    bvec = _dwi(tiny_copy, extension=".bvec")
+    np.savetxt(bvec, np.round(np.loadtxt(bvec), 3), fmt="%.3f")
+    assert len(run(tiny_copy).table) == 4
+
+
+def test_an_empty_participants_tsv_is_named(tiny_copy):
+    (tiny_copy / "participants.tsv").write_text("")
+    with pytest.raises(InputError, match=r"participants.tsv: is empty.*Fix: write a header line"):
+        run(tiny_copy)
+
+
+def test_a_participants_table_saved_with_commas_is_named(tiny_copy):
+    path = tiny_copy / "participants.tsv"
+    pd.read_csv(path, sep="\t").to_csv(path, index=False)
+    with pytest.raises(
+        InputError,
+        match=r"participants.tsv: has one column named 'participant_id,.*saved comma- or "
+        r"semicolon-separated.*Fix: save it with tabs",
+    ):
+        run(tiny_copy)
+
+
+def test_bids_dir_at_a_subject_folder_names_the_dataset_root(tiny_copy):
+    with pytest.raises(
+        InputError,
+        match=rf"sub-001: is a folder inside the BIDS dataset {tiny_copy}, not its root.*"
+        rf"Fix: set datasets.<name>.bids_dir to {tiny_copy}",
+    ):
+        run(tiny_copy / "sub-001")
+
+
+def test_the_meg_empty_room_pseudo_subject_is_not_a_row(tiny_copy):
+    (tiny_copy / "sub-emptyroom" / "meg").mkdir(parents=True)
+    path = tiny_copy / "participants.tsv"
+    table = pd.read_csv(path, sep="\t")
+    extra = table.iloc[[0]].assign(participant_id="sub-emptyroom")
+    pd.concat([table, extra]).to_csv(path, sep="\t", index=False)
+    rows = run(tiny_copy).table
+    assert "sub-emptyroom" not in set(rows.participant_id) and len(rows) == 4
