@@ -382,7 +382,9 @@ def required_columns(config: Mapping, dataset: str) -> list[str]:
         splits = spec_from_mapping(
             SplitSettings, experiment.get("splits"), f"experiments.{name}.splits"
         )
-        columns |= {c for c in (splits.group_by, splits.age_column, splits.sex_column) if c}
+        columns |= {splits.group_by} if splits.group_by else set()
+        if splits.require_balance_columns:  # else an absent one skips its check (splits rule)
+            columns |= {c for c in (splits.age_column, splits.sex_column) if c}
     return sorted(columns)
 
 

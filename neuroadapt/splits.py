@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,8 @@ from scipy import stats
 
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.io import atomic_directory
+
+log = logging.getLogger(__name__)
 
 ROLES = ("train", "validation", "test")
 
@@ -59,6 +62,8 @@ class SplitSettings:
     sex_column: str | None = "sex"
     p_threshold: float = 0.2
     max_attempts: int = 50
+    # Absent age/sex columns skip their balance check with a warning; true makes them required.
+    require_balance_columns: bool = False
 
     def check(self, where: str) -> None:
         if self.folds < 2:
@@ -159,6 +164,10 @@ def subject_table(
             "a subject's label and covariates must be the same in every session",
         )
     subjects = distinct.sort_values("participant_id", ignore_index=True)
+    if settings.age_column:
+        subjects[settings.age_column] = numeric_ages(
+            subjects[settings.age_column], subjects.participant_id, settings.age_column, source
+        )
     label_columns = _label_columns(target, task, survival)
     unlabelled = (
         subjects[subjects[label_columns].isna().any(axis=1)] if label_columns else subjects.iloc[:0]
@@ -172,6 +181,53 @@ def subject_table(
         )
     subjects["stratum"] = _strata(subjects, target, task, survival, settings)
     return subjects
+
+
+def balance_columns_present(
+    settings: SplitSettings, columns, where: str, source: str
+) -> SplitSettings:
+    """``settings`` without the age/sex balance checks whose column the table lacks (a
+    warning says which), unless ``require_balance_columns`` makes that an error."""
+    changes = {}
+    for key in ("age_column", "sex_column"):
+        column = getattr(settings, key)
+        if column and column not in columns:
+            if settings.require_balance_columns:
+                raise InputError(
+                    source,
+                    f"has no column '{column}' for the balance check ({where}.{key})",
+                    f"add the column to participants.tsv, or set {where}.{key} to the column "
+                    "that holds it",
+                )
+            log.warning(
+                "%s: no column '%s'; the %s balance check of %s is skipped (name the column in "
+                "%s.%s, or set %s.require_balance_columns: true to require it)",
+                source, column, key.removesuffix("_column"), where, where, key, where,
+            )
+            changes[key] = None
+    return replace(settings, **changes) if changes else settings
+
+
+def numeric_ages(values: pd.Series, ids: pd.Series, column: str, source: str) -> pd.Series:
+    """Ages as numbers. A top-coded age such as ``89+`` (de-identified data, e.g. HIPAA's
+    90-and-over rule) counts as its bound, with a warning; any other text is an error."""
+    text = values.astype("string").str.strip()
+    top_coded = text.str.fullmatch(r"\d+(\.\d+)?\+", na=False)
+    if top_coded.any():
+        log.warning(
+            "%s: %d %s value(s) such as '%s' are top-coded; the balance check counts each as "
+            "its bound", source, int(top_coded.sum()), column, text[top_coded].iloc[0],
+        )
+    numbers = pd.to_numeric(text.where(~top_coded, text.str.rstrip("+")), errors="coerce")
+    bad = numbers.isna() & values.notna()
+    if bad.any():
+        raise InputError(
+            source,
+            f"has {column} values that are not numbers: "
+            + ", ".join(f"{i} '{v}'" for i, v in zip(ids[bad][:5], values[bad][:5])),
+            f"write ages in years (n/a where unknown), or set age_column to null",
+        )
+    return numbers
 
 
 def _label_columns(target, task, survival) -> list[str]:
@@ -641,6 +697,7 @@ def split_experiment(
     settings = spec_from_mapping(SplitSettings, experiment.get("splits"), where)
     target, task, survival = experiment["target"], experiment["task"], experiment.get("survival")
     rows = read_subjects_table(table_path)
+    settings = balance_columns_present(settings, rows.columns, where, str(table_path))
     subjects = subject_table(rows, target, task, survival, settings, source=str(table_path))
     splits = make_splits(
         subjects, settings, task, class_labels(subjects, target, task, survival), where

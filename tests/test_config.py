@@ -35,7 +35,8 @@ def test_default_config_is_valid_and_gets_defaults():
     assert required_modalities(config, "demo_petct") == ["ct", "gtv", "pet"]
     assert required_modalities(config, "demo_ct_pretrain") == []
     # targets, the survival outcome, and the columns the splits balance by
-    assert required_columns(config, "demo_petct") == ["age", "event", "sex", "survival_months"]
+    # age and sex are balance checks: the splits rule skips an absent one, ingestion needs none
+    assert required_columns(config, "demo_petct") == ["event", "survival_months"]
 
 
 @pytest.mark.parametrize(
@@ -157,6 +158,8 @@ def test_a_real_dataset_needs_only_a_path():
     }
     validate_config(config)
     assert config["datasets"]["adhd"]["covariates"] == []
+    assert required_columns(config, "adhd") == ["dx"]
+    config["experiments"]["dti"]["splits"] = {"require_balance_columns": True}
     assert required_columns(config, "adhd") == ["age", "dx", "sex"]
 
 

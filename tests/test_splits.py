@@ -362,3 +362,46 @@ def test_outputs_are_complete_and_byte_identical(tmp_path):
     assert sum(first["sizes"].values()) == 30
     assert first["class_counts"]["test"] == {"class0": 5, "class1": 5}
     assert set(first["balance"]) == {"train_vs_test", "train_vs_validation"}
+
+
+def _experiment(**splits):
+    return {"dataset": "d", "target": "diagnosis", "task": "binary", "splits": {"folds": 3, **splits}}
+
+
+def test_an_absent_sex_column_skips_its_check_with_a_warning(tmp_path, caplog):
+    table = tmp_path / "subjects.tsv"
+    cohort(30).drop(columns="sex").to_csv(table, sep="\t", index=False, na_rep="n/a")
+    with caplog.at_level("WARNING"):
+        result = split_experiment("exp", _experiment(), table, tmp_path / "out")
+    assert "no column 'sex'; the sex balance check of experiments.exp.splits is skipped" in (
+        caplog.text
+    )
+    balance = result.attempts[-1]["balance"]
+    assert all("sex_p" not in entry[part] for entry in balance for part in entry)
+    assert all("age_p" in entry["train_vs_test"] for entry in balance)
+
+
+def test_an_absent_balance_column_stops_when_required(tmp_path):
+    table = tmp_path / "subjects.tsv"
+    cohort(30).drop(columns="age").to_csv(table, sep="\t", index=False, na_rep="n/a")
+    with pytest.raises(
+        InputError,
+        match=r"subjects.tsv: has no column 'age' for the balance check "
+        r"\(experiments.exp.splits.age_column\).*Fix: add the column",
+    ):
+        split_experiment("exp", _experiment(require_balance_columns=True), table, tmp_path / "o")
+
+
+def test_top_coded_ages_count_as_their_bound_and_other_text_is_an_error(caplog):
+    rows = cohort(12)
+    rows.loc[0, "age"] = "89+"
+    with caplog.at_level("WARNING"):
+        subjects = subject_table(rows, "diagnosis", "binary", None, SplitSettings(folds=2))
+    assert subjects.loc[0, "age"] == 89 and "1 age value(s) such as '89+' are top-coded" in (
+        caplog.text
+    )
+    rows.loc[1, "age"] = "ten"
+    with pytest.raises(
+        InputError, match=r"has age values that are not numbers: sub-00001 'ten'.*Fix: write ages"
+    ):
+        subject_table(rows, "diagnosis", "binary", None, SplitSettings(folds=2))
