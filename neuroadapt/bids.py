@@ -571,7 +571,7 @@ def ingest(
 
     index = _DatasetIndex(bids_dir)
     phenotypes = _read_phenotypes(bids_dir, modalities)
-    problems = _Problems()
+    problems, unused = _Problems(), _Problems()
     rows = []
     for record in selected.itertuples(index=False):
         pid = record.participant_id
@@ -583,6 +583,9 @@ def ingest(
             for column in columns:
                 row[column] = getattr(record, column)
             for modality in modalities.values():
+                # A modality no experiment needs never blocks a subject: its problems are
+                # warnings, and its column stays empty for that row.
+                needed = modality.name in required
                 found = _find_modality(
                     index,
                     phenotypes,
@@ -591,7 +594,7 @@ def ingest(
                     session,
                     pid,
                     check_image_data,
-                    problems,
+                    problems if needed else unused,
                     row_id,
                 )
                 row.update(found)
@@ -603,6 +606,8 @@ def ingest(
             row["_missing"] = missing
             rows.append(row)
 
+    for message in unused.invalid:
+        log.warning("ignored (no experiment uses this modality): %s", message)
     if problems.invalid:
         raise InputError(
             bids_dir,
@@ -645,6 +650,7 @@ def ingest(
             name: int(table[name].notna().sum()) for name in modalities if name in table
         },
         "dropped": [{"id": _row_id(row), "missing": row["_missing"]} for row in dropped],
+        "ignored_problems": unused.invalid,  # of modalities no experiment uses
         "label": label,
         "label_counts": {
             str(k): int(v) for k, v in table[label].value_counts().sort_index().items()

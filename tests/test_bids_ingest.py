@@ -414,3 +414,21 @@ def test_the_meg_empty_room_pseudo_subject_is_not_a_row(tiny_copy):
     pd.concat([table, extra]).to_csv(path, sep="\t", index=False)
     rows = run(tiny_copy).table
     assert "sub-emptyroom" not in set(rows.participant_id) and len(rows) == 4
+
+
+def test_a_problem_in_a_modality_no_experiment_uses_does_not_block(tiny_copy, caplog):
+    anat = tiny_copy / "sub-002" / "anat"
+    for old in anat.glob("*T1w*"):
+        old.unlink()
+    for run_label in ("1", "2"):  # two T1w runs: ambiguous, but only dwi is needed
+        image = nib.Nifti1Image(np.ones((4, 4, 4), np.float32), np.eye(4))
+        nib.save(image, anat / f"sub-002_run-{run_label}_T1w.nii.gz")
+    with caplog.at_level("WARNING"):
+        result = run(tiny_copy)
+    assert len(result.table) == 4
+    t1w = result.table.set_index("participant_id").t1w
+    assert t1w.isna().tolist() == [False, True, False, False]  # sub-002's left empty
+    assert "ignored (no experiment uses this modality): sub-002: 2 t1w images" in caplog.text
+    assert result.report["ignored_problems"][0].startswith("sub-002: 2 t1w images")
+    with pytest.raises(InputError, match=r"sub-002: 2 t1w images"):
+        run(tiny_copy, required=["dwi", "t1w"], on_missing_modality="drop")
