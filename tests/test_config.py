@@ -346,3 +346,16 @@ def test_a_downloaded_checkpoint_lives_under_resources_weights():
         )
     )
     validate_config(config)
+
+
+def test_the_readme_example_config_passes_start_up_checks_as_written():
+    """The "Your own BIDS dataset" block of README.md, with only its placeholder filled in."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```yaml\n# my_study.yaml\n(.*?)```", readme, re.S)
+    assert block, "README.md lost its my_study.yaml example"
+    config = yaml.safe_load(block.group(1).replace("<64 hex digits>", "ab" * 32))
+    validate_config(config)
+    assert config["experiments"]["adhd_dti"]["methods"] == ["linear_probe", "lora", "dora"]
+    assert config["experiments"]["adhd_dti"]["backbone"]["name"] == "resnet50_w2"
