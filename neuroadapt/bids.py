@@ -203,11 +203,20 @@ def read_tsv(path: Path) -> pd.DataFrame:
 def read_participants(bids_dir: Path, columns: Sequence[str]) -> pd.DataFrame:
     """participants.tsv with IDs checked and the needed ``columns`` present."""
     path = bids_dir / "participants.tsv"
+    if not path.is_file() and not columns:
+        # BIDS only recommends the file; with no label or covariate to read, the subject
+        # folders are the participants.
+        folders = sorted(
+            p.name for p in bids_dir.glob("sub-*") if p.is_dir() and p.name != EMPTY_ROOM
+        )
+        log.warning("%s is absent; participants are the %d subject folders", path, len(folders))
+        return pd.DataFrame({"participant_id": pd.Series(folders, dtype=object)})
     if not path.is_file():
         raise InputError(
             path,
-            "is missing; labels and covariates come from it",
-            "add participants.tsv with a participant_id column and the label column",
+            f"is missing; {', '.join(columns)} come(s) from it",
+            "add participants.tsv with a participant_id column and those columns "
+            "(or drop label and covariates from the dataset's config)",
         )
     table = read_tsv(path)
     if "participant_id" not in table.columns:

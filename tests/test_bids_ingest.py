@@ -171,12 +171,19 @@ def test_nan_voxels(tiny_copy):
     assert len(run(tiny_copy, check_image_data=False).table) == 4
 
 
-def test_missing_participants_tsv(tiny_copy):
+def test_missing_participants_tsv(tiny_copy, caplog):
     (tiny_copy / "participants.tsv").unlink()
     with pytest.raises(
-        InputError, match=r"participants.tsv: is missing.*Fix: add participants.tsv"
+        InputError,
+        match=r"participants.tsv: is missing; diagnosis, age, sex, site come\(s\) from it.*"
+        r"Fix: add participants.tsv",
     ):
         run(tiny_copy)
+    # BIDS only recommends the file: without a label or covariate the folders are the subjects
+    with caplog.at_level("WARNING"):
+        table = run(tiny_copy, label=None, covariates=[]).table
+    assert list(table.participant_id) == ["sub-001", "sub-002", "sub-003", "sub-004"]
+    assert "participants are the 4 subject folders" in caplog.text
 
 
 def test_missing_label_column(tiny_copy):

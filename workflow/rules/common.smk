@@ -48,7 +48,10 @@ def ingest_inputs(wildcards):
     root = dataset_dir(config, wildcards.dataset)
     if wildcards.dataset in SYNTHETIC:
         return {"bids": root}
-    return {"bids": root, "participants": f"{root}/participants.tsv"}
+    participants = os.path.join(root, "participants.tsv")
+    if not os.path.isfile(participants):  # BIDS only recommends it: ingestion says if it is needed
+        return {"bids": root}
+    return {"bids": root, "participants": participants}
 
 
 def subjects_table(experiment):
