@@ -202,7 +202,13 @@ def balance_columns_present(
             log.warning(
                 "%s: no column '%s'; the %s balance check of %s is skipped (name the column in "
                 "%s.%s, or set %s.require_balance_columns: true to require it)",
-                source, column, key.removesuffix("_column"), where, where, key, where,
+                source,
+                column,
+                key.removesuffix("_column"),
+                where,
+                where,
+                key,
+                where,
             )
             changes[key] = None
     return replace(settings, **changes) if changes else settings
@@ -216,7 +222,11 @@ def numeric_ages(values: pd.Series, ids: pd.Series, column: str, source: str) ->
     if top_coded.any():
         log.warning(
             "%s: %d %s value(s) such as '%s' are top-coded; the balance check counts each as "
-            "its bound", source, int(top_coded.sum()), column, text[top_coded].iloc[0],
+            "its bound",
+            source,
+            int(top_coded.sum()),
+            column,
+            text[top_coded].iloc[0],
         )
     numbers = pd.to_numeric(text.where(~top_coded, text.str.rstrip("+")), errors="coerce")
     bad = numbers.isna() & values.notna()
@@ -224,8 +234,8 @@ def numeric_ages(values: pd.Series, ids: pd.Series, column: str, source: str) ->
         raise InputError(
             source,
             f"has {column} values that are not numbers: "
-            + ", ".join(f"{i} '{v}'" for i, v in zip(ids[bad][:5], values[bad][:5])),
-            f"write ages in years (n/a where unknown), or set age_column to null",
+            + ", ".join(f"{i} '{v}'" for i, v in zip(ids[bad][:5], values[bad][:5], strict=True)),
+            "write ages in years (n/a where unknown), or set age_column to null",
         )
     return numbers
 

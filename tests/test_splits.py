@@ -365,7 +365,12 @@ def test_outputs_are_complete_and_byte_identical(tmp_path):
 
 
 def _experiment(**splits):
-    return {"dataset": "d", "target": "diagnosis", "task": "binary", "splits": {"folds": 3, **splits}}
+    return {
+        "dataset": "d",
+        "target": "diagnosis",
+        "task": "binary",
+        "splits": {"folds": 3, **splits},
+    }
 
 
 def test_an_absent_sex_column_skips_its_check_with_a_warning(tmp_path, caplog):

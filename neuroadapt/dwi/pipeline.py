@@ -123,6 +123,10 @@ def process_subject(
         raise ValueError(f"outputs lack {', '.join(missing)} (the settings write them)")
     # InputErrors before any work: the series, and a given mask on the series' grid
     series = gradients.load_dwi(dwi, bval, bvec, settings.b0_threshold)
+    # before any step runs: a series the tensor fit cannot use stops here, naming the file
+    from neuroadapt.dwi.tensor import shell_volumes
+
+    shell_volumes(series.bvals, settings.tensor.max_bval, settings.b0_threshold, source=bval)
     if mask is not None:
         from neuroadapt.dwi.mask import conform_mask
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from neuroadapt.dwi.settings import TensorSettings
+from neuroadapt.errors import InputError
 
 FIT_METHODS = ("WLS", "OLS", "NLLS")
 
@@ -25,9 +26,29 @@ class TensorMaps:
     volumes_used: np.ndarray  # indices of the volumes the fit used
 
 
-def shell_volumes(bvals: np.ndarray, max_bval: float) -> np.ndarray:
-    """Indices of volumes with b <= ``max_bval`` (b=0 included)."""
-    return np.flatnonzero(bvals <= max_bval)
+#: A tensor has six unknowns: fewer diffusion-weighted volumes cannot determine it.
+MIN_WEIGHTED_VOLUMES = 6
+
+
+def shell_volumes(
+    bvals: np.ndarray, max_bval: float, b0_threshold: float = 50.0, source=None
+) -> np.ndarray:
+    """Indices of volumes with b <= ``max_bval`` (b=0 included). Too few diffusion-weighted
+    volumes among them (a single b=2500 shell with the default 1200, say) is an error: the
+    fit would otherwise return FA 0 everywhere."""
+    keep = np.flatnonzero(bvals <= max_bval)
+    weighted = int((bvals[keep] > b0_threshold).sum())
+    if weighted < MIN_WEIGHTED_VOLUMES:
+        shells = sorted({int(round(b, -2)) for b in bvals[bvals > b0_threshold]})
+        example = shells[0] + 100 if shells else 1200
+        raise InputError(
+            source,
+            f"has {weighted} diffusion-weighted volume(s) with b <= {max_bval:g} for the tensor "
+            f"fit (needs {MIN_WEIGHTED_VOLUMES}); its shells: {shells or 'none'} s/mm^2",
+            f"set dwi.tensor.max_bval to include a shell (e.g. {example}), or use a series "
+            "with at least 6 diffusion directions",
+        )
+    return keep
 
 
 def fit_tensor(
@@ -45,7 +66,7 @@ def fit_tensor(
     from dipy.core.gradients import gradient_table
     from dipy.reconst.dti import TensorModel, color_fa, fractional_anisotropy
 
-    keep = shell_volumes(bvals, settings.max_bval)
+    keep = shell_volumes(bvals, settings.max_bval, b0_threshold)
     gtab = gradient_table(bvals[keep], bvecs=bvecs_voxel[keep], b0_threshold=b0_threshold)
     fit = TensorModel(gtab, fit_method=settings.fit_method).fit(data[..., keep], mask=mask)
     evals = np.nan_to_num(fit.evals)

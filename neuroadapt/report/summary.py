@@ -71,7 +71,9 @@ def verdict(chosen: pd.DataFrame, column: str, label: str, reference: str) -> st
             f"No method differs from {reference} at p < 0.05: on {subjects} {spread}; this "
             "experiment does not rank them."
         )
-    better = [m for m, d in zip(significant.method, significant[f"delta_{column}"]) if d > 0]
+    better = [
+        m for m, d in zip(significant.method, significant[f"delta_{column}"], strict=True) if d > 0
+    ]
     worse = [m for m in significant.method if m not in better]
     parts = []
     if better:
