@@ -395,7 +395,7 @@ def read_gradients(bval_path: Path, bvec_path: Path, n_volumes: int, image: Path
         shown = ", ".join(f"{i} ({norms[i]:.3f})" for i in bad[:5])
         raise InputError(
             bvec_path,
-            f"has non-unit directions for diffusion-weighted volumes {shown}",
+            f"has b-vectors that are not unit length for diffusion-weighted volumes {shown}",
             "normalise each b-vector to length 1 and put the b-value scaling into the .bval",
         )
 

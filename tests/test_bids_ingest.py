@@ -375,7 +375,7 @@ def test_a_longer_b_vector_is_refused_with_its_length(tiny_copy):
     np.savetxt(bvec, vectors)
     with pytest.raises(
         InputError,
-        match=r"sub-002_dwi.bvec: has non-unit directions for diffusion-weighted volumes "
+        match=r"sub-002_dwi.bvec: has b-vectors that are not unit length for diffusion-weighted volumes "
         r"3 \(1.500\).*Fix: normalise each b-vector",
     ):
         run(tiny_copy)

@@ -49,7 +49,9 @@ def ingest_inputs(wildcards):
     if wildcards.dataset in SYNTHETIC:
         return {"bids": root}
     participants = os.path.join(root, "participants.tsv")
-    if not os.path.isfile(participants):  # BIDS only recommends it: ingestion says if it is needed
+    if not os.path.isfile(
+        participants
+    ):  # BIDS only recommends it: ingestion says if it is needed
         return {"bids": root}
     return {"bids": root, "participants": participants}
 
