@@ -129,6 +129,11 @@ class _Problems:
 EMPTY_ROOM = "sub-emptyroom"
 
 
+def _subject_folder_names(bids_dir: Path) -> list[str]:
+    """``sub-*`` folders of the dataset root, sorted, without the empty-room pseudo-subject."""
+    return sorted(p.name for p in bids_dir.glob("sub-*") if p.is_dir() and p.name != EMPTY_ROOM)
+
+
 def check_dataset_root(bids_dir: Path) -> dict:
     """The root exists and has a readable dataset_description.json; returns it."""
     if not bids_dir.is_dir():
@@ -206,9 +211,7 @@ def read_participants(bids_dir: Path, columns: Sequence[str]) -> pd.DataFrame:
     if not path.is_file() and not columns:
         # BIDS only recommends the file; with no label or covariate to read, the subject
         # folders are the participants.
-        folders = sorted(
-            p.name for p in bids_dir.glob("sub-*") if p.is_dir() and p.name != EMPTY_ROOM
-        )
+        folders = _subject_folder_names(bids_dir)
         log.warning("%s is absent; participants are the %d subject folders", path, len(folders))
         return pd.DataFrame({"participant_id": pd.Series(folders, dtype=object)})
     if not path.is_file():
@@ -254,7 +257,7 @@ def read_participants(bids_dir: Path, columns: Sequence[str]) -> pd.DataFrame:
 
 def _check_subject_folders(bids_dir: Path, participants: pd.DataFrame) -> list[str]:
     """Subject folders on disk, each listed in participants.tsv and unique ignoring case."""
-    folders = sorted(p.name for p in bids_dir.glob("sub-*") if p.is_dir() and p.name != EMPTY_ROOM)
+    folders = _subject_folder_names(bids_dir)
     lowered: dict[str, str] = {}
     for name in folders:
         if name.lower() in lowered:

@@ -310,9 +310,8 @@ class FitTensor(SimpleInterface):
         series = read_series(i.dwi_file, i.bval_file, i.bvec_file)
         brain = np.asarray(nib.load(i.mask_file).dataobj) > 0
         cwd = Path(runtime.cwd)
-        # checked here for both backends so that the message names the series
-        keep = tensor.shell_volumes(series.bvals, i.max_bval, source=i.dwi_file)
         if i.backend == "mrtrix3":
+            keep = tensor.shell_volumes(series.bvals, i.max_bval, source=i.dwi_file)
             shell = save_nifti(series.data[..., keep], series.affine, cwd / "shell.nii")
             bval, bvec = save_gradients(
                 series.bvals[keep], series.bvecs_voxel[keep], series.affine, cwd / "shell"
