@@ -10,6 +10,7 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/dicom.smk"
 include: "workflow/rules/ingest.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/petct.smk"

@@ -142,12 +142,41 @@ def _check_semantics(config: dict) -> None:
                     "remove bids_dir, or remove synthetic to read a real dataset",
                 )
             parse_spec(synthetic, f"datasets.{name}.synthetic")
+            if "dicom_dir" in dataset:
+                raise ConfigError(
+                    f"datasets.{name}.dicom_dir",
+                    "a synthetic dataset is generated, not converted from DICOM",
+                    "remove dicom_dir, or remove synthetic to convert a real dataset",
+                )
+        elif "dicom_dir" in dataset:
+            if "bids_dir" in dataset:
+                raise ConfigError(
+                    f"datasets.{name}.bids_dir",
+                    "a dataset converted from DICOM is always written to "
+                    f"{converted_bids_dir(name)}",
+                    "remove bids_dir to convert dicom_dir, or dicom_dir to read bids_dir",
+                )
+            if "dicom_mapping" not in dataset:
+                raise ConfigError(
+                    f"datasets.{name}.dicom_mapping",
+                    "is missing (the mapping from DICOM series to BIDS names)",
+                    "give the path of a dcm2bids configuration file (JSON with 'descriptions')",
+                )
         elif "bids_dir" not in dataset:
             raise ConfigError(
                 f"datasets.{name}.bids_dir",
                 "is missing",
-                "give the path of the BIDS dataset root, or synthetic: {kind: dwi} for demo data",
+                "give the path of the BIDS dataset root, dicom_dir and dicom_mapping to convert "
+                "DICOM, or synthetic: {kind: dwi} for demo data",
             )
+        else:
+            for key in ("dicom_mapping", "dicom_participants"):
+                if key in dataset:
+                    raise ConfigError(
+                        f"datasets.{name}.{key}",
+                        "only applies to a dataset converted from DICOM",
+                        f"remove {key}, or give dicom_dir instead of bids_dir",
+                    )
     for name, experiment in experiments.items():
         where = f"experiments.{name}"
         if experiment["dataset"] not in datasets:
@@ -339,9 +368,17 @@ def _check_diffusion(config: dict) -> None:
         check_available(settings.template)
 
 
+def converted_bids_dir(name: str) -> str:
+    """Where the ``dicom`` rule writes the BIDS dataset converted from DICOM."""
+    return f"results/{name}/bids"
+
+
 def dataset_dir(config: Mapping, name: str) -> str:
-    """BIDS root of dataset ``name`` (synthetic ones under resources/demo/)."""
+    """BIDS root of dataset ``name`` (synthetic ones under resources/demo/, converted ones
+    under results/<name>/bids)."""
     dataset = config["datasets"][name]
+    if "dicom_dir" in dataset:
+        return converted_bids_dir(name)
     return dataset.get("bids_dir", f"{DEMO_ROOT}/{name}")
 
 

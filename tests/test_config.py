@@ -9,6 +9,7 @@ import yaml
 from conftest import REPO
 
 from neuroadapt.config import (
+    dataset_dir,
     load_config,
     required_columns,
     required_modalities,
@@ -37,6 +38,12 @@ def test_default_config_is_valid_and_gets_defaults():
     # targets, the survival outcome, and the columns the splits balance by
     # age and sex are balance checks: the splits rule skips an absent one, ingestion needs none
     assert required_columns(config, "demo_petct") == ["event", "survival_months"]
+
+
+def real_petct(config: dict, **keys) -> None:
+    """demo_petct as a real dataset with ``keys`` in place of its generator."""
+    config["datasets"]["demo_petct"].pop("synthetic")
+    config["datasets"]["demo_petct"].update(keys)
 
 
 @pytest.mark.parametrize(
@@ -89,6 +96,23 @@ def test_default_config_is_valid_and_gets_defaults():
             lambda c: c["datasets"]["demo_dwi"].update(bids_dir="/data/x"),
             r"'datasets.demo_dwi.bids_dir': a synthetic dataset is always written to "
             r"resources/demo/demo_dwi",
+        ),
+        (
+            lambda c: c["datasets"]["demo_dwi"].update(dicom_dir="/dicom"),
+            r"'datasets.demo_dwi.dicom_dir': a synthetic dataset is generated, not converted",
+        ),
+        (
+            lambda c: real_petct(c, dicom_dir="/dicom", bids_dir="/bids"),
+            r"'datasets.demo_petct.bids_dir': a dataset converted from DICOM is always written "
+            r"to results/demo_petct/bids",
+        ),
+        (
+            lambda c: real_petct(c, dicom_dir="/dicom"),
+            r"'datasets.demo_petct.dicom_mapping': is missing \(the mapping from DICOM series",
+        ),
+        (
+            lambda c: real_petct(c, bids_dir="/bids", dicom_participants="/t.tsv"),
+            r"'datasets.demo_petct.dicom_participants': only applies to a dataset converted",
         ),
         (
             lambda c: c["experiments"]["hnc_petct"].pop("survival"),
@@ -161,6 +185,25 @@ def test_a_real_dataset_needs_only_a_path():
     assert required_columns(config, "adhd") == ["dx"]
     config["experiments"]["dti"]["splits"] = {"require_balance_columns": True}
     assert required_columns(config, "adhd") == ["age", "dx", "sex"]
+
+
+def test_a_dicom_dataset_is_converted_into_results():
+    config = {
+        "datasets": {
+            "adhd": {"dicom_dir": "/dicom/adhd", "dicom_mapping": "dcm2bids.json", "label": "dx"}
+        },
+        "experiments": {
+            "dti": {
+                "dataset": "adhd",
+                "inputs": ["fa"],
+                "target": "dx",
+                "task": "binary",
+                "methods": [],
+            }
+        },
+    }
+    validate_config(config)
+    assert dataset_dir(config, "adhd") == "results/adhd/bids"
 
 
 def test_the_schema_lists_exactly_the_registered_methods_and_backbones():

@@ -194,3 +194,71 @@ def test_participant_and_session_folders(tmp_path):
     (tmp_path / "sub_03").mkdir()
     with pytest.raises(InputError, match=r"sub_03: 'sub_03' is not a BIDS sub label"):
         dicom_subjects(tmp_path)
+
+
+@pytest.mark.workflow
+def test_the_dicom_rule_converts_a_configured_dataset_before_ingestion(
+    dicom_dir, mapping, tmp_path
+):
+    """`datasets.<name>.dicom_dir`: the dicom rule writes results/<name>/bids, ingestion
+    reads it; a changed participants table reruns the conversion and what follows."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    table = tmp_path / "participants_table.tsv"
+    table.write_text("participant_id\tdiagnosis\nsub-01\tTD\nsub-02\tADHD\n")
+    config = {
+        "datasets": {
+            "study": {
+                "dicom_dir": str(dicom_dir),
+                "dicom_mapping": str(mapping),
+                "dicom_participants": str(table),
+                "label": "diagnosis",
+            }
+        },
+        "experiments": {
+            "dti": {
+                "dataset": "study",
+                "inputs": ["fa", "md"],
+                "target": "diagnosis",
+                "task": "binary",
+                "methods": [],
+            }
+        },
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    command = [
+        str(Path(sys.executable).parent / "snakemake"),
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--cores",
+        "1",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+        "--replace-workflow-config",
+        "results/study/subjects.tsv",
+    ]
+
+    def run(*extra):
+        result = subprocess.run(
+            [*command, *extra], capture_output=True, text=True, timeout=600, check=False
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout + result.stderr
+
+    run()
+    subjects = pd.read_csv(tmp_path / "results/study/subjects.tsv", sep="\t")
+    assert list(subjects.participant_id) == ["sub-01", "sub-02"]
+    assert list(subjects.diagnosis) == ["TD", "ADHD"]
+    assert subjects.dwi[0] == "results/study/bids/sub-01/dwi/sub-01_dwi.nii.gz"
+    assert (
+        "2 participant/session folders converted" in (tmp_path / "logs/dicom/study.log").read_text()
+    )
+    assert "Nothing to be done" in run("-n")
+    table.write_text("participant_id\tdiagnosis\nsub-01\tADHD\nsub-02\tADHD\n")
+    plan = run("-n")
+    assert "dicom" in plan and "ingest" in plan

@@ -30,6 +30,7 @@ validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml
 DATASETS = list(config["datasets"])
 EXPERIMENTS = list(config["experiments"])
 SYNTHETIC = [name for name, d in config["datasets"].items() if d.get("synthetic")]
+DICOM = [name for name, d in config["datasets"].items() if "dicom_dir" in d]
 
 
 wildcard_constraints:
@@ -42,11 +43,12 @@ def one_of(names):
 
 
 def ingest_inputs(wildcards):
-    """A synthetic dataset comes from the demo rule; a real one is read where it is
-    (its folder and participants.tsv: adding a subject or changing a label reruns ingestion).
+    """A synthetic dataset comes from the demo rule, a DICOM one from the dicom rule; a real
+    one is read where it is (its folder and participants.tsv: adding a subject or changing a
+    label reruns ingestion).
     """
     root = dataset_dir(config, wildcards.dataset)
-    if wildcards.dataset in SYNTHETIC:
+    if wildcards.dataset in SYNTHETIC or wildcards.dataset in DICOM:
         return {"bids": root}
     participants = os.path.join(root, "participants.tsv")
     if not os.path.isfile(
