@@ -50,6 +50,8 @@ class Modality:
     phenotype_file: str | None = None
     ndim: int = 3
     sidecar_required: bool = False
+    #: may also be a 4D series of frames with FrameTimesStart/FrameDuration (dynamic PET)
+    dynamic: bool = False
 
     @property
     def is_image(self) -> bool:
@@ -63,7 +65,7 @@ DEFAULT_MODALITIES: dict[str, Modality] = {
     "dwi": Modality("dwi", datatype="dwi", suffix="dwi", ndim=4),
     "t1w": Modality("t1w", datatype="anat", suffix="T1w"),
     "ct": Modality("ct", datatype="ct", suffix="ct"),
-    "pet": Modality("pet", datatype="pet", suffix="pet", sidecar_required=True),
+    "pet": Modality("pet", datatype="pet", suffix="pet", sidecar_required=True, dynamic=True),
     "gtv": Modality(
         "gtv", datatype="ct", suffix="mask", entities={"label": "GTV"}, derivatives="gtv"
     ),
@@ -311,9 +313,10 @@ def _select_participants(
 # --------------------------------------------------------------------------- files
 
 
-def check_image(path: Path, ndim: int, check_data: bool) -> nib.Nifti1Image:
-    """Load a NIfTI header, check its dimensionality and (optionally) read all data once
-    to catch truncated or corrupt files and NaN/inf values."""
+def check_image(path: Path, ndim: int, check_data: bool, dynamic: bool = False) -> nib.Nifti1Image:
+    """Load a NIfTI header, check its dimensionality (``dynamic``: a 4D series of frames is
+    allowed too) and (optionally) read all data once to catch truncated or corrupt files and
+    NaN/inf values."""
     try:
         image = nib.load(path)
     except Exception as error:  # nibabel raises many types for corrupt files
@@ -324,7 +327,7 @@ def check_image(path: Path, ndim: int, check_data: bool) -> nib.Nifti1Image:
         ) from None
     shape = image.shape
     effective = len(shape) if not (len(shape) == 4 and shape[3] == 1 and ndim == 3) else 3
-    if effective != ndim:
+    if effective != ndim and not (dynamic and effective == 4):
         raise InputError(
             path,
             f"is {len(shape)}D {shape}, expected a {ndim}D image",
@@ -745,10 +748,14 @@ def _find_modality(
     image_path = paths[0]
     columns = {name: str(image_path)}
     try:
-        image = check_image(image_path, modality.ndim, check_data)
+        image = check_image(image_path, modality.ndim, check_data, modality.dynamic)
         sidecars = index.sidecars(modality, image_path, ".json")
         for sidecar in sidecars:
             read_json(sidecar)
+        if modality.dynamic and len(image.shape) == 4 and image.shape[3] > 1:
+            from neuroadapt.petct.frames import check_frame_times
+
+            check_frame_times(merge_sidecars(sidecars), image.shape[3], image_path)
         if modality.sidecar_required and not sidecars:
             raise InputError(
                 image_path,

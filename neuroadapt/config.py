@@ -362,6 +362,14 @@ def _check_diffusion(config: dict) -> None:
     from neuroadapt.dwi.settings import backends, settings_from_config
     from neuroadapt.dwi.template import check_available
 
+    low, high = (config.get("petct") or {}).get("static_window_s", (0, 1))
+    if low >= high:
+        raise ConfigError(
+            "petct.static_window_s",
+            f"[{low:g}, {high:g}] is not a time window (its start must come before its end)",
+            "give [start, end] in seconds after the injection, e.g. [3000, 3600]",
+        )
+
     settings = settings_from_config(config.get("dwi"))
     if any(DIFFUSION_MAPS & set(e["inputs"]) for e in config["experiments"].values()):
         check_commands(backends(settings))

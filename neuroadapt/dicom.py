@@ -189,6 +189,35 @@ def _convert_subject(subject: DicomSubject, mapping_path: Path, out_dir: Path) -
     return written
 
 
+def _complete_pet_sidecars(subject: DicomSubject, files: list[str], out_dir: Path) -> dict:
+    """Add the SUV fields dcm2niix leaves out to every PET sidecar written for ``subject``
+    (neuroadapt.petct.dicom_sidecar); per sidecar, the fields added and those the DICOM
+    header lacks."""
+    from neuroadapt.petct.dicom_sidecar import complete_pet_sidecar, pet_series_header
+
+    done = {}
+    for name in files:
+        if not name.endswith("_pet.json"):
+            continue
+        path = out_dir / name
+        sidecar = json.loads(path.read_text())
+        header = pet_series_header(subject.folder, sidecar)
+        if header is None:
+            raise InputError(
+                subject.folder,
+                f"has no PET DICOM file of series {sidecar.get('SeriesNumber')} "
+                f"'{sidecar.get('SeriesDescription')}', which {name} was converted from",
+                "keep each series' DICOM files unchanged in the participant folder",
+            )
+        completed = complete_pet_sidecar(sidecar, header)
+        path.write_text(json.dumps(completed, indent=2) + "\n")
+        missing = completed.get("SUVFieldsMissingInDicom", [])
+        for field in missing:
+            log.warning("%s: the DICOM header has no %s, which SUV needs", name, field)
+        done[name] = {"added": sorted(set(completed) - set(sidecar)), "missing": missing}
+    return done
+
+
 def _participants(subjects: list[DicomSubject], table_path: str | Path | None) -> pd.DataFrame:
     """participants.tsv: the user's table restricted to the converted participants, or their
     IDs alone without one; a converted participant missing from the table is an error."""
@@ -233,6 +262,7 @@ def convert_dataset(
         for subject in subjects:
             started = time.perf_counter()
             files = _convert_subject(subject, mapping_path, staging)
+            pet = _complete_pet_sidecars(subject, files, staging)
             summary["subjects"].append(
                 {
                     "participant_id": f"sub-{subject.participant}",
@@ -241,6 +271,7 @@ def convert_dataset(
                     "files": files,
                     "seconds": round(time.perf_counter() - started, 2),
                 }
+                | ({"pet_sidecars": pet} if pet else {})
             )
             log.info(
                 "%s: %d files in %.1f s",

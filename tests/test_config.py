@@ -115,6 +115,10 @@ def real_petct(config: dict, **keys) -> None:
             r"'datasets.demo_petct.dicom_participants': only applies to a dataset converted",
         ),
         (
+            lambda c: c.update(petct={"static_window_s": [3600, 3000]}),
+            r"'petct.static_window_s': \[3600, 3000\] is not a time window",
+        ),
+        (
             lambda c: c["experiments"]["hnc_petct"].pop("survival"),
             r"'experiments.hnc_petct.survival': task 'segmentation\+survival' needs the survival",
         ),

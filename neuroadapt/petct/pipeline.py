@@ -21,8 +21,8 @@ import SimpleITK as sitk
 from neuroadapt.bids import merge_sidecars
 from neuroadapt.errors import InputError
 from neuroadapt.io import atomic_write_text
-from neuroadapt.petct import qc, registration, resample, suv
-from neuroadapt.petct.images import load_image, ras_affine, save_nifti
+from neuroadapt.petct import frames, qc, registration, resample, suv
+from neuroadapt.petct.images import from_array, from_nifti, load_image, ras_affine, save_nifti
 from neuroadapt.spec import spec_from_mapping
 
 # Output keys of :func:`process_subject` (the rule's named outputs).
@@ -53,6 +53,7 @@ class PetCtSettings:
     )
     crop: resample.CropSettings = field(default_factory=resample.CropSettings)
     suv_fallback: Mapping = field(default_factory=dict)
+    static_window_s: tuple[float, float] = frames.DEFAULT_WINDOW_S
 
 
 def settings_from_config(section: Mapping | None) -> PetCtSettings:
@@ -66,6 +67,7 @@ def settings_from_config(section: Mapping | None) -> PetCtSettings:
         ),
         crop=spec_from_mapping(resample.CropSettings, section.get("crop"), "petct.crop"),
         suv_fallback=dict((section.get("suv") or {}).get("fallback") or {}),
+        static_window_s=tuple(section.get("static_window_s", frames.DEFAULT_WINDOW_S)),
     )
 
 
@@ -78,6 +80,28 @@ def check_pair(ct: str | None, pet: str | None) -> None:
             f"has no {missing} of the same subject/session to register with",
             f"add the {missing} to the dataset, or exclude this subject (datasets.<name>.exclude)",
         )
+
+
+def load_static_pet(
+    pet_path: str, sidecar: Mapping, window_s: Sequence[float], sidecar_path: str
+) -> tuple[sitk.Image, frames.FrameWindow | None]:
+    """The PET as a 3D image: a static PET as it is, a dynamic one (4D, more than one frame)
+    as the duration-weighted mean of the frames in ``window_s`` (s after the injection)."""
+    try:
+        image = nib.load(str(pet_path))
+    except (OSError, nib.filebasedimages.ImageFileError) as error:
+        raise InputError(pet_path, f"cannot be read as NIfTI ({error})", "reconvert it") from None
+    if len(image.shape) != 4 or image.shape[3] == 1:
+        return from_nifti(image, pet_path), None
+    window = frames.select_frames(sidecar, image.shape[3], window_s, sidecar_path)
+    static = frames.static_image(image.dataobj, window)
+    if not np.all(np.isfinite(static)):
+        raise InputError(
+            pet_path,
+            f"holds NaN or infinite values in frames {list(window.indices)}",
+            "reconvert or repair the image",
+        )
+    return from_array(static, image.affine, pet_path), window
 
 
 def process_subject(
@@ -94,10 +118,11 @@ def process_subject(
     check_pair(ct_path, pet_path)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     ct = load_image(ct_path)
-    pet = load_image(pet_path)
     gtv = load_image(gtv_path) if gtv_path else None
     sidecar_path = pet_sidecars[-1] if pet_sidecars else pet_path
-    factors = suv.suv_factors(merge_sidecars(pet_sidecars), settings.suv_fallback, sidecar_path)
+    sidecar = merge_sidecars(pet_sidecars)
+    pet, window = load_static_pet(pet_path, sidecar, settings.static_window_s, sidecar_path)
+    factors = suv.suv_factors(sidecar, settings.suv_fallback, sidecar_path)
     pet_suv = suv.to_suv(pet, factors)
 
     try:
@@ -157,6 +182,8 @@ def process_subject(
         "Sources": [str(ct_path), str(pet_path), *([str(gtv_path)] if gtv_path else [])],
     }
     suv_info = factors.as_sidecar() | {"Sources": [str(pet_path), *map(str, pet_sidecars)]}
+    if window is not None:
+        suv_info |= window.as_sidecar()
 
     save_nifti(pet_suv, outputs["suv"])
     _write_json(outputs["suv_json"], suv_info)
