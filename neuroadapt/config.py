@@ -16,7 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from neuroadapt.errors import ConfigError
+from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import (
     BACKBONE_KINDS,
     NON_IMAGE_INPUTS,
@@ -374,6 +374,37 @@ def _check_diffusion(config: dict) -> None:
     if any(DIFFUSION_MAPS & set(e["inputs"]) for e in config["experiments"].values()):
         check_commands(backends(settings))
         check_available(settings.template)
+
+
+def check_weight_files(config: Mapping) -> None:
+    """Every backbone weights file the config names (and no download rule fetches) exists
+    and has its configured SHA-256: checked at start-up, before any preprocessing, rather
+    than in the first training job. Each file is read once."""
+    from neuroadapt.io import sha256_of
+
+    digests: dict[str, str] = {}
+    for name, experiment in config["experiments"].items():
+        backbone = backbone_config(experiment)
+        if "weights" not in backbone or "url" in backbone or not experiment.get("methods"):
+            continue
+        path = backbone["weights"]
+        where = f"experiments.{name}.backbone"
+        if not Path(path).is_file():
+            raise InputError(
+                path,
+                f"the weights file of {where}.weights does not exist",
+                "correct the path, or add url to let the download_weights rule fetch it",
+            )
+        if path not in digests:
+            digests[path] = sha256_of(path)
+        if digests[path].lower() != backbone["sha256"].strip().lower():
+            raise InputError(
+                path,
+                f"SHA-256 checksum mismatch: the file has {digests[path]}, {where}.sha256 is "
+                f"{backbone['sha256']}",
+                "point weights at the file the checksum belongs to, or correct the sha256 "
+                "(sha256sum FILE) if the file is the right one",
+            )
 
 
 def converted_bids_dir(name: str) -> str:

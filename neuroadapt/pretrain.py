@@ -415,7 +415,7 @@ def pretrain_backbone(
     """
     import torch
 
-    from neuroadapt.models.backbones import sha256_of
+    from neuroadapt.io import sha256_of
     from neuroadapt.subjects import read_subjects_table
     from neuroadapt.train import save_atomically
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 
 import pytest
 import yaml
 from conftest import REPO
 
 from neuroadapt.config import (
+    check_weight_files,
     dataset_dir,
     load_config,
     required_columns,
     required_modalities,
     validate_config,
 )
-from neuroadapt.errors import ConfigError
+from neuroadapt.errors import ConfigError, InputError
 
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
@@ -328,6 +330,30 @@ def test_weights_need_their_checksum():
     )
     with pytest.raises(ConfigError, match="experiments.adhd_dti.backbone"):
         validate_config(config)
+
+
+def test_a_wrong_or_missing_weights_file_stops_the_run_at_start_up(tmp_path):
+    """check_weight_files (common.smk, before any job): the file and the config key named."""
+    weights = tmp_path / "ct_fm.pt"
+    weights.write_bytes(b"not the published checkpoint")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    backbone = {"name": "resnet50_w2", "weights": str(weights), "sha256": digest}
+    config = config_with(lambda c: c["experiments"]["adhd_dti"].update(backbone=backbone))
+    validate_config(config)
+    check_weight_files(config)  # the right file: silent
+    config["experiments"]["adhd_dti"]["backbone"]["sha256"] = "b" * 64
+    with pytest.raises(
+        InputError,
+        match=rf"ct_fm.pt: SHA-256 checksum mismatch: the file has {digest}, "
+        r"experiments.adhd_dti.backbone.sha256 is b{64}. Fix: point weights at the file",
+    ):
+        check_weight_files(config)
+    config["experiments"]["adhd_dti"]["backbone"]["weights"] = str(tmp_path / "gone.pt")
+    with pytest.raises(
+        InputError,
+        match=r"gone.pt: the weights file of experiments.adhd_dti.backbone.weights does not exist",
+    ):
+        check_weight_files(config)
 
 
 def preset_with_weights(name: str, experiment: str) -> dict:

@@ -1,6 +1,7 @@
-"""DICOM to BIDS on real scanner exports (tests/data/dicom/README.md: Siemens XA30 and GE
-SIGNA diffusion series from the dcm2niix validation repositories), through ingestion and
-the diffusion pipeline to FA, checked against an independent dipy fit of the same files."""
+"""DICOM to BIDS on real scanner exports (tests/data/dicom/README.md: Siemens XA30, GE
+SIGNA and UIH uMR 770 diffusion series from the dcm2niix validation repositories), through
+ingestion and the diffusion pipeline to FA, checked against an independent dipy fit of the
+same files."""
 
 from __future__ import annotations
 
@@ -24,10 +25,15 @@ from neuroadapt.dwi.settings import settings_from_config
 from neuroadapt.errors import InputError
 
 DATA = REPO / "tests" / "data" / "dicom"
-SERIES = {"sub-01": "siemens_xa30_dwi.tar.gz", "sub-02": "ge_signa_dwi.tar.gz"}
+SERIES = {
+    "sub-01": "siemens_xa30_dwi.tar.gz",
+    "sub-02": "ge_signa_dwi.tar.gz",
+    "sub-03": "uih_umr770_dwi.tar.gz",
+}
 MAPPING = {
     "descriptions": [
-        {"datatype": "dwi", "suffix": "dwi", "criteria": {"SeriesDescription": "*DWI*"}}
+        {"datatype": "dwi", "suffix": "dwi", "criteria": {"SeriesDescription": "*DWI*"}},
+        {"datatype": "dwi", "suffix": "dwi", "criteria": {"SeriesDescription": "dti_tra*"}},
     ]
 }
 #: the Siemens series is one b=2500 shell: the tensor fit must be allowed to use it
@@ -54,19 +60,25 @@ def mapping(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def converted(dicom_dir, mapping, tmp_path_factory) -> tuple[Path, dict]:
     table = tmp_path_factory.mktemp("table") / "my_participants.tsv"
-    table.write_text("participant_id\tdiagnosis\n01\tTD\n02\tADHD\n03\tTD\n")
+    table.write_text("participant_id\tdiagnosis\n01\tTD\n02\tADHD\n03\tTD\n04\tTD\n")
     bids = tmp_path_factory.mktemp("out") / "bids"
     return bids, convert_dataset(dicom_dir, mapping, bids, participants_table=table)
 
 
-def test_real_siemens_and_ge_series_become_a_dataset_that_ingests(converted):
+def test_real_siemens_ge_and_uih_series_become_a_dataset_that_ingests(converted):
     bids, summary = converted
-    assert [s["participant_id"] for s in summary["subjects"]] == ["sub-01", "sub-02"]
+    assert [s["participant_id"] for s in summary["subjects"]] == list(SERIES)
     assert summary["subjects"][0]["files"] == [
         f"sub-01/dwi/sub-01_dwi.{ext}" for ext in ("bval", "bvec", "json", "nii.gz")
     ]
     shapes = {p: nib.load(bids / p / "dwi" / f"{p}_dwi.nii.gz").shape for p in SERIES}
-    assert shapes == {"sub-01": (72, 72, 39, 21), "sub-02": (256, 256, 2, 7)}
+    assert shapes == {
+        "sub-01": (72, 72, 39, 21),
+        "sub-02": (256, 256, 2, 7),
+        "sub-03": (64, 64, 20, 17),
+    }
+    uih = np.loadtxt(bids / "sub-03" / "dwi" / "sub-03_dwi.bval")
+    assert uih[0] < 2 and np.allclose(uih[1:], 929.75)  # a b=1.25 "b0" and 16 directions
     bvals = np.loadtxt(bids / "sub-01" / "dwi" / "sub-01_dwi.bval")
     assert bvals[0] == 0 and set(bvals[1:]) == {2500}
     sidecar = json.loads((bids / "sub-02" / "dwi" / "sub-02_dwi.json").read_text())
@@ -77,11 +89,11 @@ def test_real_siemens_and_ge_series_become_a_dataset_that_ingests(converted):
     # the user's table, with sub- added and restricted to the converted participants
     participants = pd.read_csv(bids / "participants.tsv", sep="\t")
     assert participants.to_dict("list") == {
-        "participant_id": ["sub-01", "sub-02"],
-        "diagnosis": ["TD", "ADHD"],
+        "participant_id": ["sub-01", "sub-02", "sub-03"],
+        "diagnosis": ["TD", "ADHD", "TD"],
     }
     rows = ingest(bids, required=["dwi"], label="diagnosis", covariates=[]).table
-    assert list(rows.participant_id) == ["sub-01", "sub-02"]
+    assert list(rows.participant_id) == list(SERIES)
 
 
 def _direct_fa(bids: Path, participant: str) -> np.ndarray:
@@ -135,6 +147,28 @@ def test_siemens_fa_with_full_preprocessing_agrees_with_the_raw_fit(converted, t
     assert abs(np.median(fa) - np.median(direct)) < 0.05
 
 
+def test_uih_fa_without_preprocessing_equals_an_independent_fit(converted, tmp_path):
+    """A second vendor with real diffusion contrast (16 directions at b=930; the GE series'
+    volumes carry identical pixels)."""
+    bids, _ = converted
+    outputs = _pipeline(bids, "sub-03", OFF, tmp_path)
+    mask = nib.load(outputs["mask"]).get_fdata() > 0
+    fa = nib.load(outputs["fa"]).get_fdata()
+    assert mask.sum() > 10_000
+    assert np.allclose(fa[mask], _direct_fa(bids, "sub-03")[mask], atol=2e-4)
+    assert 0.1 < np.median(fa[mask]) < 0.4 and np.mean(fa[mask] > 0.5) > 0.03
+
+
+def test_uih_fa_with_full_preprocessing_agrees_with_the_raw_fit(converted, tmp_path):
+    bids, _ = converted
+    outputs = _pipeline(bids, "sub-03", {}, tmp_path)
+    mask = nib.load(outputs["mask"]).get_fdata() > 0
+    fa = nib.load(outputs["fa"]).get_fdata()[mask]
+    direct = _direct_fa(bids, "sub-03")[mask]
+    assert np.corrcoef(fa, direct)[0, 1] > 0.8
+    assert abs(np.median(fa) - np.median(direct)) < 0.05
+
+
 def test_a_single_high_shell_with_the_default_max_bval_is_an_error_not_fa_zero(converted, tmp_path):
     bids, _ = converted
     with pytest.raises(
@@ -181,7 +215,7 @@ def test_a_participant_missing_from_the_users_table_is_named(dicom_dir, mapping,
     table = tmp_path / "table.tsv"
     table.write_text("participant_id\tdiagnosis\nsub-01\tTD\n")
     with pytest.raises(
-        InputError, match=r"table.tsv: has no row for converted participant\(s\) sub-02"
+        InputError, match=r"table.tsv: has no row for converted participant\(s\) sub-02, sub-03"
     ):
         convert_dataset(dicom_dir, mapping, tmp_path / "bids", participants_table=table)
 
@@ -208,7 +242,7 @@ def test_the_dicom_rule_converts_a_configured_dataset_before_ingestion(
     import yaml
 
     table = tmp_path / "participants_table.tsv"
-    table.write_text("participant_id\tdiagnosis\nsub-01\tTD\nsub-02\tADHD\n")
+    table.write_text("participant_id\tdiagnosis\nsub-01\tTD\nsub-02\tADHD\nsub-03\tTD\n")
     config = {
         "datasets": {
             "study": {
@@ -252,13 +286,13 @@ def test_the_dicom_rule_converts_a_configured_dataset_before_ingestion(
 
     run()
     subjects = pd.read_csv(tmp_path / "results/study/subjects.tsv", sep="\t")
-    assert list(subjects.participant_id) == ["sub-01", "sub-02"]
-    assert list(subjects.diagnosis) == ["TD", "ADHD"]
+    assert list(subjects.participant_id) == list(SERIES)
+    assert list(subjects.diagnosis) == ["TD", "ADHD", "TD"]
     assert subjects.dwi[0] == "results/study/bids/sub-01/dwi/sub-01_dwi.nii.gz"
     assert (
-        "2 participant/session folders converted" in (tmp_path / "logs/dicom/study.log").read_text()
+        "3 participant/session folders converted" in (tmp_path / "logs/dicom/study.log").read_text()
     )
     assert "Nothing to be done" in run("-n")
-    table.write_text("participant_id\tdiagnosis\nsub-01\tADHD\nsub-02\tADHD\n")
+    table.write_text("participant_id\tdiagnosis\nsub-01\tADHD\nsub-02\tADHD\nsub-03\tTD\n")
     plan = run("-n")
     assert "dicom" in plan and "ingest" in plan

@@ -105,6 +105,31 @@ def test_invalid_config_stops_before_any_job(tmp_path):
     assert "jobs" not in output.lower() or "Job stats" not in output
 
 
+def test_a_wrong_weights_checksum_stops_before_any_job(tmp_path):
+    weights = tmp_path / "ct_fm.pt"
+    weights.write_bytes(b"some other checkpoint")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["experiments"]["adhd_dti"]["backbone"] = {
+        "name": "resnet50_w2",
+        "weights": str(weights),
+        "sha256": "0" * 64,
+    }
+    path = write_config(tmp_path, config)
+    result = snakemake(
+        "-n",
+        "--directory",
+        str(tmp_path),
+        "--configfile",
+        str(path),
+        "--replace-workflow-config",
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert f"{weights}: SHA-256 checksum mismatch" in output
+    assert "experiments.adhd_dti.backbone.sha256" in output and "Job stats" not in output
+
+
 def _experiment(dataset: str) -> dict:
     return {
         "dataset": dataset,

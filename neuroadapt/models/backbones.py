@@ -15,7 +15,6 @@ the input must be larger than 32^3 (MONAI/BatchNorm fails on a 1x1x1 deepest map
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from monai.networks.nets import resnet as monai_resnet
 from torch import nn
 
 from neuroadapt.errors import InputError
+from neuroadapt.io import sha256_of
 
 __all__ = [
     "BACKBONES",
@@ -207,15 +207,6 @@ def get_backbone(
             )
         load_pretrained(backbone, weights, sha256)
     return backbone
-
-
-def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex SHA-256 digest of a file, read in chunks of ``chunk_bytes``."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_bytes):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:

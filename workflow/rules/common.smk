@@ -9,6 +9,7 @@ from neuroadapt.subjects import find_row, read_subjects_table, row_folder, row_p
 from neuroadapt.config import (
     DEMO_ROOT,
     DIFFUSION_MAPS,
+    check_weight_files,
     dataset_dir,
     required_columns,
     required_modalities,
@@ -26,6 +27,8 @@ from neuroadapt.method_cards import method_cards
 from neuroadapt.train_settings import merged_training
 
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+if workflow.is_main_process:  # once per run, not again in every (cluster) job
+    check_weight_files(config)
 
 DATASETS = list(config["datasets"])
 EXPERIMENTS = list(config["experiments"])
