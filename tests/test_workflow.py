@@ -85,21 +85,25 @@ def test_until_stops_the_plan_after_a_stage(tmp_path):
     assert counts == {"demo_dataset": 3, "ingest": 3, "total": 6}, result.stdout
 
 
-def test_invalid_config_stops_before_any_job(tmp_path):
-    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
-    config["experiments"]["adhd_dti"]["methds"] = config["experiments"]["adhd_dti"].pop("methods")
-    path = write_config(tmp_path, config)
+def failed_dry_run(folder: Path, config: dict) -> str:
+    """The output of a dry run with ``config`` alone, which must fail."""
     result = snakemake(
         "-n",
         "--directory",
-        str(tmp_path),
+        str(folder),
         "--configfile",
-        str(path),
+        str(write_config(folder, config)),
         "--replace-workflow-config",
         check=False,
     )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
+    assert result.returncode != 0, result.stdout
+    return result.stdout + result.stderr
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["experiments"]["adhd_dti"]["methds"] = config["experiments"]["adhd_dti"].pop("methods")
+    output = failed_dry_run(tmp_path, config)
     assert "config key 'experiments.adhd_dti.methds': is not a known key" in output
     assert "did you mean 'methods'" in output
     assert "jobs" not in output.lower() or "Job stats" not in output
@@ -114,18 +118,7 @@ def test_a_wrong_weights_checksum_stops_before_any_job(tmp_path):
         "weights": str(weights),
         "sha256": "0" * 64,
     }
-    path = write_config(tmp_path, config)
-    result = snakemake(
-        "-n",
-        "--directory",
-        str(tmp_path),
-        "--configfile",
-        str(path),
-        "--replace-workflow-config",
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode != 0
+    output = failed_dry_run(tmp_path, config)
     assert f"{weights}: SHA-256 checksum mismatch" in output
     assert "experiments.adhd_dti.backbone.sha256" in output and "Job stats" not in output
 
