@@ -421,6 +421,7 @@ class _FileIndex:
         from bids import BIDSLayout, BIDSLayoutIndexer
 
         self.root = root
+        _check_folder_links(root)
         # index_metadata=False: sidecars are resolved below, not by reading every JSON.
         layout = BIDSLayout(root, validate=False, indexer=BIDSLayoutIndexer(index_metadata=False))
         absolute_root = root.resolve()
@@ -456,6 +457,26 @@ class _FileIndex:
             if folder == self.root or folder == folder.parent:
                 return found[::-1]
             folder = folder.parent
+
+
+def _check_folder_links(root: Path) -> None:
+    """InputError for a symbolic link to a folder that contains the link (pybids follows
+    links, so every file below it would be found again at each level of the loop)."""
+    import os
+
+    for folder, names, _ in os.walk(root):
+        for name in names:
+            link = Path(folder) / name
+            if not link.is_symlink():
+                continue
+            target, parent = link.resolve(), link.parent.resolve()
+            if parent == target or target in parent.parents:
+                raise InputError(
+                    link,
+                    f"is a symbolic link to {os.readlink(link)}, a folder that contains the "
+                    "link itself: a loop in which every file below it is found again and again",
+                    "remove the link, or point it at a folder outside the dataset",
+                )
 
 
 # pybids entity names -> the keys written in file names

@@ -439,3 +439,22 @@ def test_a_problem_in_a_modality_no_experiment_uses_does_not_block(tiny_copy, ca
     assert result.report["ignored_problems"][0].startswith("sub-002: 2 t1w images")
     with pytest.raises(InputError, match=r"sub-002: 2 t1w images"):
         run(tiny_copy, required=["dwi", "t1w"], on_missing_modality="drop")
+
+
+def test_a_symbolic_link_loop_is_named_not_counted(tiny_copy):
+    """A link to its own folder made pybids find one image 41 times ('41 dwi images
+    (sub-001_dwi.nii.gz, sub-001_dwi.nii.gz, ...)')."""
+    link = tiny_copy / "sub-001" / "dwi" / "again"
+    link.symlink_to("..", target_is_directory=True)
+    with pytest.raises(
+        InputError,
+        match=r"sub-001/dwi/again: is a symbolic link to \.\., a folder that contains the link "
+        r"itself.*Fix: remove the link",
+    ):
+        ingest(tiny_copy, required=["dwi"], label="diagnosis")
+    link.unlink()
+    (tiny_copy / "sub-001" / "dwi" / "elsewhere").symlink_to(
+        tiny_copy.parent, target_is_directory=True
+    )
+    with pytest.raises(InputError, match=r"elsewhere: is a symbolic link to"):
+        ingest(tiny_copy, required=["dwi"], label="diagnosis")
