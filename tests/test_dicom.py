@@ -167,6 +167,10 @@ def test_uih_fa_with_full_preprocessing_agrees_with_the_raw_fit(converted, tmp_p
     direct = _direct_fa(bids, "sub-03")[mask]
     assert np.corrcoef(fa, direct)[0, 1] > 0.8
     assert abs(np.median(fa) - np.median(direct)) < 0.05
+    # the b0 SNR of a normal scan is not flagged (measured 92; the former std-based
+    # estimate read 10.2 here and 5.8 on the Siemens series)
+    qc = pd.read_csv(outputs["imageqc"], sep="\t").iloc[0]
+    assert qc.b0_snr > 50 and qc.flag_b0_snr == 0
 
 
 def test_a_single_high_shell_with_the_default_max_bval_is_an_error_not_fa_zero(converted, tmp_path):
