@@ -3,9 +3,9 @@
 Each subjects.tsv row (a subject, or one session of a subject) is one sample. Its image is
 the model-ready array the preprocessing stage wrote (``(C, X, Y, Z)`` float16 ``.npy``: FA/MD
 from the diffusion stage, CT/PET from the CT/PET stage); the experiment's ``inputs`` pick
-channels from it. All arrays of a cohort are read once into one float32 tensor, so training
-never decodes a file per epoch. The fold table (``splits/fold-<k>.tsv``) gives every
-participant a role: train, validation or test.
+channels from it. The arrays are memory-mapped (:mod:`neuroadapt.image_stack`): a batch
+reads its own samples, so memory does not grow with the cohort. The fold table
+(``splits/fold-<k>.tsv``) gives every participant a role: train, validation or test.
 
 Targets by task: ``binary``, a 0/1 label per sample; ``multilabel`` (paper 3), one 0/1
 column of participants.tsv per label (finding), an ``(N, L)`` matrix;
@@ -27,6 +27,7 @@ import torch
 
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import IMAGE_CHANNELS, image_kind
+from neuroadapt.image_stack import ImageStack
 from neuroadapt.nonimage_inputs import non_image_tensors
 from neuroadapt.subjects import read_subjects_table, row_prefix
 
@@ -38,7 +39,8 @@ TRAINABLE_TASKS = ("binary", "multilabel", "segmentation+survival")
 
 @dataclass
 class Cohort:
-    """Samples of one fold: ``images`` ``(N, C, X, Y, Z)`` float32 whose channels are the
+    """Samples of one fold: ``images`` ``(N, C, X, Y, Z)`` (an ImageStack; indexing it gives
+    float32 tensors) whose channels are the
     experiment's image ``inputs`` (``channels``), ``labels`` ``(N,)`` float (binary 0/1; the
     event for survival; multilabel ``(N, L)`` 0/1, label ``k`` being ``label_names[k]``),
     ``roles`` and ``ids`` (participant_id, session_id) per sample.
@@ -47,7 +49,7 @@ class Cohort:
     ``extra`` holds the non-image inputs (report text, clinical and genetic tables) as
     :mod:`neuroadapt.nonimage_inputs` makes them, keyed as the multimodal methods read them."""
 
-    images: torch.Tensor
+    images: ImageStack
     labels: torch.Tensor
     roles: np.ndarray
     ids: pd.DataFrame
@@ -58,6 +60,10 @@ class Cohort:
     events: torch.Tensor | None = None
     spacing_mm: np.ndarray | None = None
     extra: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.images, torch.Tensor):  # a cohort built in memory
+            self.images = ImageStack.from_tensor(self.images)
 
     def indices(self, role: str) -> np.ndarray:
         """Sample indices of ``role`` (train, validation or test), in table order."""
@@ -199,9 +205,10 @@ def load_cohort(
     kind = image_kind(experiment["inputs"], where)
     names = tuple(name for name in experiment["inputs"] if name in IMAGE_CHANNELS)
     channels = [IMAGE_CHANNELS[name][1] for name in names]
-    images = np.stack([_read_tensor(path, kind)[channels] for path in tensors])
+    images = ImageStack.from_files(tensors, channels)
+    _check_shapes(images, tensors, kind)
     cohort = Cohort(
-        images=torch.from_numpy(images.astype(np.float32)),
+        images=images,
         labels=torch.empty(0),
         roles=roles.to_numpy(str),
         ids=rows[["participant_id", "session_id"]].reset_index(drop=True),
@@ -298,17 +305,18 @@ def _spacing(tensor: str | Path) -> float:
         ) from None
 
 
-def _read_tensor(path: str | Path, kind: str) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise InputError(
-            path, f"cannot be read as a .npy array ({error})", "rerun its rule"
-        ) from None
-    if array.ndim != 4 or array.shape[0] != 2:
-        raise InputError(
-            path, f"has shape {array.shape}, expected (2, X, Y, Z) {kind}", "rerun its rule"
-        )
-    if not np.isfinite(array).all():
-        raise InputError(path, "holds NaN or infinite values", "check the subject's preprocessing")
-    return array
+def _check_shapes(images: ImageStack, tensors: Sequence[str | Path], kind: str) -> None:
+    """Every model-ready tensor is (2, X, Y, Z) with the same grid (from the .npy headers;
+    values are checked as batches read them)."""
+    shapes = images.file_shapes
+    for path, shape in zip(tensors, shapes, strict=True):
+        if len(shape) != 4 or shape[0] != 2:
+            raise InputError(
+                path, f"has shape {shape}, expected (2, X, Y, Z) {kind}", "rerun its rule"
+            )
+        if shape != shapes[0]:
+            raise InputError(
+                path,
+                f"has shape {shape}, the cohort's first tensor {shapes[0]}",
+                "give every subject the same model_ready.shape (rerun the preprocessing)",
+            )

@@ -64,7 +64,7 @@ def without(cohort: Cohort, modality: str, removed: np.ndarray) -> Cohort:
     extra = dict(cohort.extra)
     images = cohort.images
     if modality == IMAGE:
-        images = cohort.images * keep.view(-1, *[1] * (cohort.images.dim() - 1))
+        images = cohort.images.zeroed(removed_rows.numpy())
         extra["image_present"] = torch.from_numpy(_presence(cohort, IMAGE)) & keep
     else:
         for key, value in cohort.extra.items():
@@ -80,7 +80,7 @@ def _subset(cohort: Cohort, index: np.ndarray) -> Cohort:
     rows = torch.from_numpy(np.asarray(index, dtype=np.int64))
     return dataclasses.replace(
         cohort,
-        images=cohort.images[rows],
+        images=cohort.images.take(index),
         labels=cohort.labels[rows],
         roles=cohort.roles[index],
         ids=cohort.ids.iloc[index].reset_index(drop=True),

@@ -114,7 +114,7 @@ class ClassificationTask:
         return method.loss(logits.float(), y)
 
     def probabilities(self, model, cohort, index, device, batch_size, bf16) -> np.ndarray:
-        return predict_probabilities(model, cohort.images[index], device, batch_size, bf16)
+        return predict_probabilities(model, cohort.images.take(index), device, batch_size, bf16)
 
     def validate(self, method, model, cohort, index, device, batch_size, bf16) -> dict:
         y = cohort.labels[index].numpy()
@@ -148,7 +148,7 @@ class MultimodalClassificationTask(ClassificationTask):
         return inputs | {key: value[index].to(device) for key, value in cohort.extra.items()}
 
     def train_loss(self, method, model, cohort, index, augmenter, device, bf16) -> torch.Tensor:
-        inputs = self.model_inputs(cohort, index, device)
+        inputs = {key: value[index].to(device) for key, value in cohort.extra.items()}
         inputs["image"] = torch.stack([augmenter(x) for x in cohort.images[index]]).to(device)
         with autocast(device, bf16):
             outputs = model(inputs)
