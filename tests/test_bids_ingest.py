@@ -348,6 +348,18 @@ def test_row_names_for_per_subject_jobs(tiny_dwi, tmp_path):
     assert find_row(table, "sub-003").dwi.endswith("sub-003_dwi.nii.gz")
     with pytest.raises(InputError, match="sub-009 is not in the subjects table"):
         find_row(table, "sub-009")
+    # the workflow's cached lookups: read once per version of the file
+    from neuroadapt.subjects import cached_row, cached_subjects_table
+
+    path = tmp_path / "subjects.tsv"
+    assert cached_row(path, "sub-003").dwi == find_row(table, "sub-003").dwi
+    assert cached_subjects_table(path) is cached_subjects_table(path)
+    with pytest.raises(InputError, match=r"subjects.tsv: sub-009 is not in the subjects table"):
+        cached_row(path, "sub-009")
+    kept = table[table.participant_id != "sub-003"]
+    kept.to_csv(path, sep="\t", index=False, na_rep="n/a")  # a new version: read again
+    with pytest.raises(InputError, match="sub-003 is not in the subjects table"):
+        cached_row(path, "sub-003")
 
 
 def test_a_participant_without_a_phenotype_row_is_kept_with_that_modality_missing(

@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from neuroadapt.subjects import find_row, read_subjects_table, row_folder, row_prefix
+from neuroadapt.subjects import cached_row, cached_subjects_table, row_folder, row_prefix
 from neuroadapt.config import (
     DEMO_ROOT,
     DIFFUSION_MAPS,
@@ -61,6 +61,16 @@ def ingest_inputs(wildcards):
     return {"bids": root, "participants": participants}
 
 
+def dicom_inputs(wildcards):
+    """The DICOM folder, the mapping and the participants table when given: a new
+    participant folder, a changed mapping or a changed label reruns the conversion."""
+    dataset = config["datasets"][wildcards.dataset]
+    inputs = {"dicom": dataset["dicom_dir"], "mapping": dataset["dicom_mapping"]}
+    if "dicom_participants" in dataset:
+        inputs["participants"] = dataset["dicom_participants"]
+    return inputs
+
+
 def subjects_table(experiment):
     """subjects.tsv of the dataset an experiment uses."""
     return f"results/{config['experiments'][experiment]['dataset']}/subjects.tsv"
@@ -91,12 +101,13 @@ wildcard_constraints:
 
 def ingested(dataset):
     """subjects.tsv of ``dataset`` as a table, once the ingest checkpoint has run."""
-    return read_subjects_table(checkpoints.ingest.get(dataset=dataset).output.table)
+    return cached_subjects_table(checkpoints.ingest.get(dataset=dataset).output.table)
 
 
 def ingested_row(wildcards):
     """The subjects.tsv row of a per-subject job ({dataset} and {prefix} wildcards)."""
-    return find_row(ingested(wildcards.dataset), wildcards.prefix)
+    table = checkpoints.ingest.get(dataset=wildcards.dataset).output.table
+    return cached_row(table, wildcards.prefix)
 
 
 def per_row(dataset, pattern):
