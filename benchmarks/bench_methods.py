@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/bench_methods.py              # demo-size and paper-size models
     .venv/bin/python benchmarks/bench_methods.py --demo-only  # the demo-size models only
     .venv/bin/python benchmarks/bench_methods.py --family ctpet  # one family
+    bash benchmarks/gpu_check.sh     # on a CUDA machine: paper size, bf16, batch 2
 
 Three families of methods, each on a demo-size and a paper-size model, batch 1:
 
@@ -24,6 +25,10 @@ method in a fresh process so peaks do not mix. Ratios are to the family's full-t
 reference (``full_finetune``; ``early_fusion`` for CT/PET, which trains every weight),
 measured side by side in the same run. Runs on the GPU when there is one (peak memory then
 from torch.cuda.max_memory_allocated), on the CPU otherwise with the threads torch is given.
+``--bf16`` runs the forward pass under bf16 autocast as the train rule does on CUDA;
+``--batch`` sets the image family's batch. Also printed: samples per second, and for the
+image family the loader's share of a step (seconds neuroadapt.image_stack takes to read the
+batch's float16 .npy files from the page cache, over that plus the step).
 """
 
 from __future__ import annotations
@@ -89,8 +94,12 @@ def quiet_backbone(name: str, in_channels: int):
         return get_backbone(name, in_channels=in_channels)
 
 
-def build_image(size: str, name: str, settings: dict, device: str):
-    """An image method on a ResNet, its input volume and a label."""
+def image_shape(size: str, batch: int) -> tuple[int, ...]:
+    return (batch, *IMAGE_SIZES[size]["shape"][1:])
+
+
+def build_image(size: str, name: str, settings: dict, device: str, batch: int = 1):
+    """An image method on a ResNet, its input volumes (``batch`` of them) and labels."""
     import torch
 
     from neuroadapt.methods import get_method
@@ -98,8 +107,38 @@ def build_image(size: str, name: str, settings: dict, device: str):
     spec = IMAGE_SIZES[size]
     backbone = quiet_backbone(spec["backbone"], spec["shape"][1])
     method = get_method(name)(backbone, task="binary", **settings)  # molre's default: multilabel
-    x = torch.randn(*spec["shape"], device=device)
-    return method, x, torch.ones(spec["shape"][0], device=device)
+    x = torch.randn(*image_shape(size, batch), device=device)
+    return method, x, torch.ones(batch, device=device)
+
+
+def loader_seconds(size: str, batch: int) -> float:
+    """Median seconds the training loader (neuroadapt.image_stack) takes to read one batch
+    of this size's model-ready tensors (float16 .npy files, in the page cache)."""
+    import tempfile
+
+    import numpy as np
+
+    from neuroadapt.image_stack import ImageStack
+
+    with tempfile.TemporaryDirectory() as folder:
+        paths = []
+        for k in range(batch):
+            paths.append(Path(folder) / f"sub-{k}_tensor.npy")
+            np.save(paths[-1], np.ones(image_shape(size, batch)[1:], np.float16))
+        stack = ImageStack.from_files(paths, channels=[0, 1])
+        seconds = []
+        for _ in range(5):
+            started = time.perf_counter()
+            stack[np.arange(batch)]
+            seconds.append(time.perf_counter() - started)
+    return sorted(seconds)[2]
+
+
+def as_float(outputs):
+    """Model outputs in float32 for the loss (bf16 autocast gives bfloat16 tensors)."""
+    if isinstance(outputs, dict):
+        return {key: value.float() for key, value in outputs.items()}
+    return outputs.float()
 
 
 def build_ctpet(size: str, name: str, settings: dict, device: str):
@@ -159,21 +198,26 @@ def build_multimodal(size: str, name: str, settings: dict, device: str):
 BUILDERS = {"image": build_image, "ctpet": build_ctpet, "multimodal": build_multimodal}
 
 
-def measure(family: str, size: str, row: str, steps: int) -> dict:
+def measure(family: str, size: str, row: str, steps: int, batch: int, bf16: bool) -> dict:
     """One benchmark row (a method, or a variant of one) on one model size, in this process."""
     import torch
+
+    from neuroadapt.tasks import autocast
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     baseline_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # libraries
     name, settings = VARIANTS.get(row, (row, {}))
-    method, inputs, target = BUILDERS[family](size, name, dict(settings), device)
+    extra = {"batch": batch} if family == "image" else {}
+    method, inputs, target = BUILDERS[family](size, name, dict(settings), device, **extra)
     model = method.model.to(device).train()
     optimizer = method.optimizer()
     seconds = []
     for _ in range(steps + 1):
         started = time.perf_counter()
         optimizer.zero_grad()
-        method.loss(model(inputs), target).backward()
+        with autocast(torch.device(device), bf16):
+            outputs = model(inputs)
+        method.loss(as_float(outputs), target).backward()
         optimizer.step()
         if device == "cuda":
             torch.cuda.synchronize()
@@ -184,13 +228,19 @@ def measure(family: str, size: str, row: str, steps: int) -> dict:
         if device == "cuda"
         else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - baseline_mib
     )
+    step_s = sorted(seconds[1:])[len(seconds[1:]) // 2]
+    samples = batch if family == "image" else 1
+    load_s = loader_seconds(size, samples) if family == "image" else float("nan")
     return {
         "total": report.total,
         "trainable": report.trainable,
         "percent": report.percent,
-        "step_s": sorted(seconds[1:])[len(seconds[1:]) // 2],
+        "step_s": step_s,
+        "samples_per_s": samples / step_s,
+        "loader_share": load_s / (load_s + step_s),
         "peak_mib": peak_mib,
         "device": device,
+        "bf16": bf16 and device == "cuda",
     }
 
 
@@ -199,10 +249,12 @@ def main() -> None:
     parser.add_argument("--demo-only", action="store_true")
     parser.add_argument("--family", choices=sorted(FAMILIES), action="append")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=1, help="image family's batch size")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     parser.add_argument("--one", nargs=3, metavar=("FAMILY", "SIZE", "ROW"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(measure(*args.one, args.steps)))
+        print(json.dumps(measure(*args.one, args.steps, args.batch, args.bf16)))
         return
     for family in args.family or list(FAMILIES):
         spec = FAMILIES[family]
@@ -216,6 +268,9 @@ def main() -> None:
                         __file__,
                         "--steps",
                         str(args.steps),
+                        "--batch",
+                        str(args.batch),
+                        *(["--bf16"] if args.bf16 else []),
                         "--one",
                         family,
                         size,
@@ -227,16 +282,20 @@ def main() -> None:
                 )
                 rows[row] = json.loads(out.stdout.strip().splitlines()[-1])
             base = rows[spec["reference"]]
-            print(f"  device: {base['device']}; ratios to {spec['reference']}")
+            print(
+                f"  device: {base['device']}, bf16 {base['bf16']}, image batch {args.batch}; "
+                f"ratios to {spec['reference']}"
+            )
             print(
                 f"  {'method':<18} {'total':>12} {'trainable':>12} {'%':>7} {'step s':>8} "
-                f"{'x ref':>6} {'peak MiB':>9} {'x ref':>6}"
+                f"{'x ref':>6} {'samples/s':>9} {'loader':>7} {'peak MiB':>9} {'x ref':>6}"
             )
             for name, row in rows.items():
                 print(
                     f"  {name:<18} {row['total']:>12,} {row['trainable']:>12,} "
                     f"{row['percent']:>7.3f} {row['step_s']:>8.3f} "
-                    f"{row['step_s'] / base['step_s']:>6.2f} {row['peak_mib']:>9.0f} "
+                    f"{row['step_s'] / base['step_s']:>6.2f} {row['samples_per_s']:>9.2f} "
+                    f"{row['loader_share']:>7.1%} {row['peak_mib']:>9.0f} "
                     f"{row['peak_mib'] / base['peak_mib']:>6.2f}"
                 )
 
