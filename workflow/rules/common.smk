@@ -5,7 +5,12 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from neuroadapt.subjects import cached_row, cached_subjects_table, row_folder, row_prefix
+from neuroadapt.subjects import (
+    cached_row,
+    cached_subjects_table,
+    row_folder,
+    row_prefix,
+)
 from neuroadapt.config import (
     DEMO_ROOT,
     DIFFUSION_MAPS,

@@ -7,6 +7,8 @@ rule demo_dataset:
         truth=directory(f"{DEMO_ROOT}/ground_truth/{{dataset}}"),
     log:
         "logs/demo/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/demo/{dataset}.tsv"
     wildcard_constraints:
         dataset=one_of(SYNTHETIC),
     conda:

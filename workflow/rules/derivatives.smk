@@ -7,6 +7,8 @@ rule derivatives_description:
         f"{DERIVATIVES_ROOT}/dataset_description.json",
     log:
         "logs/derivatives/{dataset}_description.log",
+    benchmark:
+        "logs/benchmarks/derivatives/{dataset}_description.tsv"
     wildcard_constraints:
         dataset=one_of(sorted(set(DWI_DATASETS) | set(PETCT_DATASETS))),
     conda:

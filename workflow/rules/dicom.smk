@@ -9,6 +9,8 @@ rule dicom:
         bids=directory("results/{dataset}/bids"),
     log:
         "logs/dicom/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/dicom/{dataset}.tsv"
     wildcard_constraints:
         dataset=one_of(DICOM),
     conda:

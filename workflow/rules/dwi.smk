@@ -57,6 +57,8 @@ rule dwi:
         model_json=f"{DWI_ROOT}/{{folder}}/tensors/{{prefix}}_space-box_desc-famd_tensor.json",
     log:
         "logs/dwi/{dataset}/{folder}/{prefix}.log",
+    benchmark:
+        "logs/benchmarks/dwi/{dataset}/{folder}/{prefix}.tsv"
     wildcard_constraints:
         dataset=one_of(DWI_DATASETS),
     conda:

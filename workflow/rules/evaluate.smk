@@ -26,6 +26,8 @@ rule evaluate:
         missing_modality="results/{experiment}/missing_modality.tsv",
     log:
         "logs/evaluate/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/evaluate/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(TRAINED_EXPERIMENTS),
     conda:

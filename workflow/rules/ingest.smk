@@ -10,6 +10,8 @@ checkpoint ingest:
         report="results/{dataset}/validation.json",
     log:
         "logs/ingest/{dataset}.log",
+    benchmark:
+        "logs/benchmarks/ingest/{dataset}.tsv"
     conda:
         "../../envs/ingest.yaml"
     params:

@@ -22,6 +22,8 @@ rule petct:
         qc_figure=f"{PETCT_ROOT}/{{folder}}/figures/{{prefix}}_desc-registration_petct.png",
     log:
         "logs/petct/{dataset}/{folder}/{prefix}.log",
+    benchmark:
+        "logs/benchmarks/petct/{dataset}/{folder}/{prefix}.tsv"
     wildcard_constraints:
         dataset=one_of(PETCT_DATASETS),
     conda:

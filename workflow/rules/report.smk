@@ -13,6 +13,8 @@ rule report:
         ),
     log:
         "logs/report/report.log",
+    benchmark:
+        "logs/benchmarks/report/report.tsv"
     conda:
         "../../envs/evaluate.yaml"
     params:

@@ -8,6 +8,8 @@ rule splits:
         directory("results/{experiment}/splits"),
     log:
         "logs/splits/{experiment}.log",
+    benchmark:
+        "logs/benchmarks/splits/{experiment}.tsv"
     wildcard_constraints:
         experiment=one_of(EXPERIMENTS),
     conda:

@@ -9,6 +9,8 @@ rule download_weights:
         "resources/weights/{filename}",
     log:
         "logs/download/{filename}.log",
+    benchmark:
+        "logs/benchmarks/download/{filename}.tsv"
     wildcard_constraints:
         filename=one_of([re.escape(name) for name in DOWNLOADS]),
     conda:
@@ -37,6 +39,8 @@ rule pretrain:
         sidecar=PRETRAINED_SIDECAR,
     log:
         "logs/pretrain/{dataset}/{backbone}.log",
+    benchmark:
+        "logs/benchmarks/pretrain/{dataset}/{backbone}.tsv"
     wildcard_constraints:
         dataset=one_of(PRETRAIN_DATASETS),
     conda:
@@ -57,6 +61,8 @@ rule train:
         directory(RUN_DIR),
     log:
         "logs/train/{experiment}/{method}/fold-{fold}.log",
+    benchmark:
+        "logs/benchmarks/train/{experiment}/{method}/fold-{fold}.tsv"
     wildcard_constraints:
         experiment=one_of(TRAINED_EXPERIMENTS),
         fold=r"\d+",
@@ -86,6 +92,8 @@ rule rank_sweep:
         directory("results/{experiment}/diagnostics/rank_sweep"),
     log:
         "logs/diagnostics/{experiment}/rank_sweep.log",
+    benchmark:
+        "logs/benchmarks/diagnostics/{experiment}/rank_sweep.tsv"
     wildcard_constraints:
         experiment=one_of(TRAINED_EXPERIMENTS),
     conda:
