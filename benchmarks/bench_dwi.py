@@ -1,7 +1,8 @@
 """Seconds per diffusion step, dipy backend vs MRtrix3 backend, side by side in one run.
 
-    .venv/bin/python benchmarks/bench_dwi.py                 # demo subject + realistic subject
+    .venv/bin/python benchmarks/bench_dwi.py                 # demo, realistic and real subjects
     .venv/bin/python benchmarks/bench_dwi.py --demo-only     # the demo subject only (~1 min)
+    .venv/bin/python benchmarks/bench_dwi.py --real-only     # the real scans only
     .venv/bin/python benchmarks/bench_dwi.py --unring        # also time Gibbs unringing alone
 
 For each subject (the demo's 40x48x38 x 39 volumes at 4 mm, and a realistic one: 96x96x60 x
@@ -30,7 +31,8 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
 
 from neuroadapt.demo import generate_cohort  # noqa: E402
 from neuroadapt.dwi import denoise, gradients, mask, mrtrix, tensor  # noqa: E402
@@ -67,10 +69,10 @@ def chain_seconds(paths, config, folder: Path) -> dict[str, float]:
     return summary["timings"] | {"end to end": time.perf_counter() - started}
 
 
-def direct_fit_seconds(paths) -> float:
+def direct_fit_seconds(paths, config: dict) -> float:
     series = gradients.to_ras(gradients.load_dwi(*paths))
     brain = mask.brain_mask(mask.b0_reference(series.data, series.b0_mask()), MaskSettings())
-    settings = settings_from_config({}).tensor
+    settings = settings_from_config(config).tensor
     seconds = []
     for _ in range(3):
         started = time.perf_counter()
@@ -90,16 +92,44 @@ def unring_seconds(paths, folder: Path) -> tuple[float, float]:
     return ours, time.perf_counter() - started
 
 
+#: real scans: DICOM series of tests/data/dicom (see its README), converted with dcm2niix:
+#: UIH 64x64x20, 17 volumes at b=930; Siemens 72x72x39, 21 volumes, one b=2500 shell
+REAL = {"real_uih": "uih_umr770_dwi.tar.gz", "real_siemens": "siemens_xa30_dwi.tar.gz"}
+SHELL = {"real_siemens": {"tensor": {"max_bval": 2600}}}
+
+
+def subject_files(name: str, root: Path) -> list[str]:
+    """.nii.gz, .bval, .bvec of the benchmark subject ``name``."""
+    if name in REAL:
+        import subprocess
+        import tarfile
+
+        with tarfile.open(REPO / "tests" / "data" / "dicom" / REAL[name]) as tar:
+            tar.extractall(root / f"{name}_dicom", filter="data")
+        (root / name).mkdir()
+        dcm2niix = Path(sys.executable).parent / "dcm2niix"
+        command = [str(dcm2niix), "-b", "y", "-z", "y", "-f", "dwi", "-o", str(root / name)]
+        subprocess.run([*command, str(root / f"{name}_dicom")], check=True, capture_output=True)
+        stem = str(root / name / "dwi")
+    else:
+        bids, truth = root / name, root / f"{name}_truth"
+        generate_cohort(SUBJECTS[name], bids, truth, f"bench.{name}")
+        stem = str(sorted(bids.glob("sub-*/dwi/*_dwi.nii.gz"))[0]).removesuffix(".nii.gz")
+    return [f"{stem}.nii.gz", f"{stem}.bval", f"{stem}.bvec"]
+
+
 def bench(name: str, root: Path, with_unring: bool) -> None:
-    bids, truth = root / name, root / f"{name}_truth"
     started = time.perf_counter()
-    generate_cohort(SUBJECTS[name], bids, truth, f"bench.{name}")
-    stem = str(sorted(bids.glob("sub-*/dwi/*_dwi.nii.gz"))[0]).removesuffix(".nii.gz")
-    paths = [f"{stem}.nii.gz", f"{stem}.bval", f"{stem}.bvec"]
+    paths = subject_files(name, root)
     shape = gradients.load_dwi(*paths).data.shape
-    print(f"\n== {name} subject {shape} (generated in {time.perf_counter() - started:.0f} s)")
-    ours = chain_seconds(paths, DIPY, root / f"{name}_dipy")
-    theirs = chain_seconds(paths, MRTRIX, root / f"{name}_mrtrix")
+    print(f"\n== {name} subject {shape} (made in {time.perf_counter() - started:.0f} s)")
+    shell = SHELL.get(name, {})
+    ours = chain_seconds(paths, DIPY | shell, root / f"{name}_dipy")
+    theirs = chain_seconds(
+        paths,
+        {**MRTRIX, "tensor": MRTRIX["tensor"] | shell.get("tensor", {})},
+        root / f"{name}_mrtrix",
+    )
     print(f"  {'step':<16} {'dipy s':>9} {'MRtrix3 s':>10} {'dipy/MRtrix3':>13}")
     for step in ours:
         ratio = ours[step] / theirs[step] if theirs.get(step) else float("nan")
@@ -110,7 +140,7 @@ def bench(name: str, root: Path, with_unring: bool) -> None:
         f"  chain ratio (default dipy chain / MRtrix3 chain, motion on in both): "
         f"{ours['workflow_total'] / theirs['workflow_total']:.2f}"
     )
-    direct = direct_fit_seconds(paths)
+    direct = direct_fit_seconds(paths, shell)
     print(
         f"  tensor step {ours['tensor']:.2f} s vs direct dipy fit {direct:.2f} s: "
         f"wrapper overhead ratio {ours['tensor'] / direct:.2f}"
@@ -125,13 +155,15 @@ def bench(name: str, root: Path, with_unring: bool) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--demo-only", action="store_true", help="skip the realistic subject")
+    parser.add_argument("--demo-only", action="store_true", help="skip the larger subjects")
+    parser.add_argument("--real-only", action="store_true", help="the real scans only")
     parser.add_argument("--unring", action="store_true", help="also time Gibbs unringing alone")
     args = parser.parse_args()
     if shutil.which("dwi2tensor") is None:
         sys.exit("MRtrix3 is not on PATH (Debian: apt-get install mrtrix3)")
     with tempfile.TemporaryDirectory() as folder:
-        for name in ["demo"] + ([] if args.demo_only else ["realistic"]):
+        names = ["demo"] + ([] if args.demo_only else ["realistic", *REAL])
+        for name in list(REAL) if args.real_only else names:
             bench(name, Path(folder), args.unring)
 
 

@@ -5,8 +5,9 @@ writes (``logs/benchmarks/<rule>/...tsv``, Snakemake's ``benchmark:`` directive)
     .venv/bin/python benchmarks/rule_times.py /path/to/run
 
 Per rule (named by its benchmark folder: demo is demo_dataset, derivatives is
-derivatives_description): jobs, total and longest job seconds, share of all job seconds, and the largest
-peak resident memory (max_rss, MiB). On 2 cores the wall time is about half the total.
+derivatives_description): jobs, total and longest job seconds, share of all job seconds,
+and the largest peak resident memory (max_rss, MiB). On 2 cores the wall time is about half
+the total.
 """
 
 from __future__ import annotations
