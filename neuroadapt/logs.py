@@ -19,7 +19,9 @@ def logged(log_paths, level: int = logging.INFO) -> Iterator[logging.Logger]:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     for path in list(log_paths)[:1]:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(path, mode="w"))
+        Path(path).write_text("")
+        # appending: the processes of a data-parallel train job write to the same file
+        handlers.append(logging.FileHandler(path, mode="a"))
     formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     for handler in handlers:
         handler.setFormatter(formatter)

@@ -84,6 +84,11 @@ class Augmenter:
         return self._to_tensor(image, track_meta=False, dtype=torch.float32), both[-1:].float()
 
 
+def _part(batch: torch.Tensor, index: np.ndarray, part: np.ndarray | None):
+    """The rows ``part`` of a batch and of its index (all of them when ``part`` is None)."""
+    return (batch, index) if part is None else (batch[part], index[part])
+
+
 def predict_probabilities(
     model: torch.nn.Module, images: torch.Tensor, device: torch.device, batch_size: int, bf16: bool
 ) -> np.ndarray:
@@ -106,9 +111,15 @@ class ClassificationTask:
     def model_inputs(self, cohort: Cohort, index: np.ndarray, device: torch.device):
         return cohort.images[index].to(device)
 
-    def train_loss(self, method, model, cohort, index, augmenter, device, bf16) -> torch.Tensor:
-        x = torch.stack([augmenter(sample) for sample in cohort.images[index]]).to(device)
-        y = cohort.labels[index].to(device)
+    def train_loss(
+        self, method, model, cohort, index, augmenter, device, bf16, part=None
+    ) -> torch.Tensor:
+        """The loss of the batch ``index``; with ``part`` (positions in the batch: this
+        process's share under DDP) of that part only, the whole batch's augmentations drawn
+        (so the random stream does not depend on the number of processes)."""
+        x = torch.stack([augmenter(sample) for sample in cohort.images[index]])
+        x, index = _part(x, index, part)
+        x, y = x.to(device), cohort.labels[index].to(device)
         with autocast(device, bf16):
             logits = model(x)
         return method.loss(logits.float(), y)
@@ -147,9 +158,13 @@ class MultimodalClassificationTask(ClassificationTask):
         inputs = {"image": cohort.images[index].to(device)}
         return inputs | {key: value[index].to(device) for key, value in cohort.extra.items()}
 
-    def train_loss(self, method, model, cohort, index, augmenter, device, bf16) -> torch.Tensor:
+    def train_loss(
+        self, method, model, cohort, index, augmenter, device, bf16, part=None
+    ) -> torch.Tensor:
+        image = torch.stack([augmenter(x) for x in cohort.images[index]])
+        image, index = _part(image, index, part)
         inputs = {key: value[index].to(device) for key, value in cohort.extra.items()}
-        inputs["image"] = torch.stack([augmenter(x) for x in cohort.images[index]]).to(device)
+        inputs["image"] = image.to(device)
         with autocast(device, bf16):
             outputs = model(inputs)
         return method.loss(_float(outputs), {"label": cohort.labels[index].to(device)})
@@ -224,15 +239,23 @@ class SegmentationSurvivalTask:
             "event": cohort.events[index].to(device),
         }
 
-    def train_loss(self, method, model, cohort, index, augmenter, device, bf16) -> torch.Tensor:
+    def train_loss(
+        self, method, model, cohort, index, augmenter, device, bf16, part=None
+    ) -> torch.Tensor:
+        """As for classification; under DDP each process's Cox loss takes the risk sets of
+        its share of the batch (as a smaller batch would)."""
         pairs = [
             augmenter.with_mask(x, m)
             for x, m in zip(cohort.images[index], cohort.masks[index], strict=True)
         ]
-        images = torch.stack([image for image, _ in pairs]).to(device)
+        images = torch.stack([image for image, _ in pairs])
+        masks = torch.stack([mask for _, mask in pairs])
+        if part is not None:
+            images, masks, index = images[part], masks[part], index[part]
+        images = images.to(device)
         inputs = {name: images[:, [c]] for c, name in enumerate(cohort.channels)}
         targets = self.targets(cohort, index, device)
-        targets["mask"] = torch.stack([mask for _, mask in pairs]).to(device)
+        targets["mask"] = masks.to(device)
         with autocast(device, bf16):
             outputs = model(inputs)
         return method.loss(_float(outputs), targets)

@@ -42,6 +42,7 @@ import torch
 from tqdm import tqdm
 
 from neuroadapt.cohort import Cohort
+from neuroadapt.distributed import current_ranks, from_rank0, summed, wrap
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import UNIMODAL_PREFIX
 from neuroadapt.io import atomic_directory
@@ -68,6 +69,7 @@ __all__ = [
     "predict_probabilities",
     "resolve_device",
     "run_training",
+    "train_job",
     "training_settings",
 ]
 
@@ -225,12 +227,13 @@ def multimodal_classifier(
     return method
 
 
-def epoch_batches(n: int, batch_size: int, seed: int) -> list[torch.Tensor]:
-    """Shuffled index batches of one epoch. A trailing batch of one sample joins the one
-    before it: BatchNorm cannot train on a single sample whose deepest map is 1x1x1."""
+def epoch_batches(n: int, batch_size: int, seed: int, processes: int = 1) -> list[torch.Tensor]:
+    """Shuffled index batches of one epoch. A trailing batch too small to give each of the
+    ``processes`` two samples joins the one before it: BatchNorm cannot train on a single
+    sample whose deepest map is 1x1x1 (with one process: a trailing batch of one)."""
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     batches = list(order.split(batch_size))
-    if len(batches) > 1 and len(batches[-1]) == 1:
+    if len(batches) > 1 and len(batches[-1]) < 2 * processes:
         batches[-2] = torch.cat(batches[-2:])
         batches.pop()
     return batches
@@ -277,6 +280,7 @@ def fit(
     (:mod:`neuroadapt.tasks`, binary classification by default) makes the batches, the
     validation metrics and the selections."""
     task = task or task_for("binary")
+    ranks = current_ranks()
     model = method.model.to(device)
     optimizer = method.optimizer(settings.weight_decay)
     train_idx, val_idx = cohort.indices("train"), cohort.indices("validation")
@@ -304,14 +308,16 @@ def fit(
             log.info("%s: resuming after epoch %d from %s", label, resumed_from, resume_path)
         else:
             log.info("%s: ignoring %s (written with other settings)", label, resume_path)
-    if settings.adapt_batchnorm and state["epoch"] == 0:
+    if settings.adapt_batchnorm and state["epoch"] == 0 and ranks.main:
+        # rank 0's statistics go to every rank when DDP wraps the model, just below
         adapt_batchnorm(
             model,
             lambda index: task.model_inputs(cohort, train_idx[index], device),
             len(train_idx),
             settings.batch_size,
         )
-    writer = _tensorboard(tensorboard_dir, state["history"])
+    trained = wrap(model, device, ranks)
+    writer = _tensorboard(tensorboard_dir, state["history"]) if ranks.main else None
     stopped_early = state["bad_epochs"] >= settings.patience
     bar = tqdm(
         range(state["epoch"], settings.epochs),
@@ -319,7 +325,7 @@ def fit(
         total=settings.epochs,
         desc=label,
         file=sys.stderr,
-        disable=not progress,
+        disable=not (progress and ranks.main),
         mininterval=5,
     )
     for epoch in bar:
@@ -330,21 +336,29 @@ def fit(
         epoch_seed = settings.seed * 1_000_003 + epoch
         augmenter.seed(epoch_seed)
         losses = []
-        for batch in epoch_batches(len(train_idx), settings.batch_size, epoch_seed):
+        for batch in epoch_batches(len(train_idx), settings.batch_size, epoch_seed, ranks.world):
             index = train_idx[batch.numpy()]
-            loss = task.train_loss(method, model, cohort, index, augmenter, device, settings.bf16)
+            part = ranks.share(len(index)) if ranks.parallel else None
+            loss = task.train_loss(
+                method, trained, cohort, index, augmenter, device, settings.bf16, part
+            )
+            if part is not None:  # DDP averages over ranks: weigh each by its share
+                loss = loss * (len(part) * ranks.world / len(index))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss.detach()))
-        row = {
-            "epoch": epoch + 1,
-            "train_loss": float(np.mean(losses)),
-            **task.validate(
-                method, model, cohort, val_idx, device, settings.batch_size, settings.bf16
-            ),
-        }
-        row["seconds"] = time.perf_counter() - started
+            losses.append(summed(float(loss.detach()), ranks) / ranks.world)
+        row = None
+        if ranks.main:  # rank 0 validates; every rank takes its row and decisions
+            row = {
+                "epoch": epoch + 1,
+                "train_loss": float(np.mean(losses)),
+                **task.validate(
+                    method, model, cohort, val_idx, device, settings.batch_size, settings.bf16
+                ),
+            }
+            row["seconds"] = time.perf_counter() - started
+        row = from_rank0(row, ranks)
         state["history"].append(row)
         for selection, key in task.selections.items():
             # Ties (frequent on small validation parts) go to the lower validation loss.
@@ -365,7 +379,8 @@ def fit(
             state["bad_epochs"] += 1
         stopped_early = state["bad_epochs"] >= settings.patience
         state["epoch"] = epoch + 1
-        _save_resume(resume_path, fingerprint, model, optimizer, state)
+        if ranks.main:
+            _save_resume(resume_path, fingerprint, model, optimizer, state)
         if writer is not None:
             _log_scalars(writer, row)
         bar.set_postfix(
@@ -510,7 +525,8 @@ def run_training(
 
     where = f"experiments.{experiment_name}"
     settings, augment, tuning = training_settings(training, "training")
-    torch.set_num_threads(max(1, int(threads)))
+    ranks = current_ranks()
+    torch.set_num_threads(max(1, int(threads) // ranks.world))
     dev = resolve_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -577,6 +593,8 @@ def run_training(
         if best is None or val_loss < best[0]:  # the first among equals
             best = (val_loss, number, method, result, config_slice)
     _, chosen_trial, method, result, config_slice = best
+    if not ranks.main:  # rank 0 predicts and writes
+        return {}
     for row in tuning_rows:
         row["chosen"] = row["trial"] == chosen_trial
     test = cohort.indices("test")
@@ -617,6 +635,7 @@ def run_training(
         "seed": settings.seed,
         "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
         "threads": int(threads),
+        "processes": ranks.world,
         "versions": package_versions(VERSIONED),
         "code": git_commit(repo_dir),
         "method_description": (type(method).__doc__ or method_name).strip().splitlines()[0],
@@ -676,6 +695,33 @@ def run_training(
     for number in range(1, len(trials) + 1):
         trial_resume_path(resume_path, number).unlink(missing_ok=True)
     return summary
+
+
+def train_job(processes: int = 1, log_file: str | None = None, **arguments) -> dict:
+    """:func:`run_training` in ``processes`` data-parallel processes (DDP, one per GPU; on a
+    machine without CUDA, CPU processes with gloo), or in this process for 1; ``log_file``
+    gets rank 0's log records (this process's go wherever its logging is set). The results
+    equal one process's within what per-process BatchNorm statistics change on the CPU (see
+    :mod:`neuroadapt.distributed`)."""
+    from neuroadapt.distributed import launch
+
+    if processes < 1:
+        raise ConfigError("resources.train.gpu", f"is {processes}", "ask for 1 GPU or more")
+    if processes == 1:
+        return run_training(**arguments)
+    if torch.cuda.is_available() and torch.cuda.device_count() < processes:
+        raise ConfigError(
+            "resources.train.gpu",
+            f"asks for {processes} GPUs but this job sees {torch.cuda.device_count()} "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})",
+            "ask SLURM for as many GPUs as the rule's gpu resource (the SLURM profile does), "
+            "or lower the gpu resource of train",
+        )
+    return launch(processes, _training_on, arguments, log_file)
+
+
+def _training_on(arguments: dict, device: torch.device) -> dict:
+    return run_training(**arguments, device=str(device))
 
 
 #: The phase-1 model phase 2 builds on: the epoch of best validation AUC.

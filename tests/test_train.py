@@ -64,8 +64,9 @@ def write_toy_cohort(root: Path, roles=ROLES, seed: int = 0) -> dict:
     }
 
 
-def train(cohort: dict, out: Path, method: str = "lora", **overrides) -> dict:
-    arguments = {
+def train_arguments(cohort: dict, out: Path, method: str = "lora", **overrides) -> dict:
+    """run_training's arguments for the toy cohort, outputs under ``out``."""
+    return {
         "experiment_name": "toy_exp",
         "experiment": EXPERIMENT,
         "method_name": method,
@@ -80,7 +81,10 @@ def train(cohort: dict, out: Path, method: str = "lora", **overrides) -> dict:
         "threads": 1,
         "progress": False,
     } | overrides
-    return run_training(**arguments)
+
+
+def train(cohort: dict, out: Path, method: str = "lora", **overrides) -> dict:
+    return run_training(**train_arguments(cohort, out, method, **overrides))
 
 
 @pytest.fixture(scope="module")

@@ -371,6 +371,24 @@ def test_a_changed_report_template_reruns_only_the_report(trained):
     assert job_counts(plan) == {"report": 1, "all": 1, "total": 2}, plan
 
 
+def test_a_train_job_asking_for_two_gpus_runs_two_processes_and_matches_one(trained, tmp_path):
+    """The rule's gpu resource sets the processes (DDP; gloo on this CPU machine); LoRA's
+    results equal the one-process job's."""
+    folder, args, _ = trained
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy, symlinks=True)
+    run = "results/adhd_dti/lora/fold-1"
+    args = tuple(str(copy) if a == str(folder) else a for a in args)
+    snakemake(*args, "--set-resources", "train:gpu=2", "--force", run)
+    assert json.loads((copy / run / "run.json").read_text())["processes"] == 2
+    log = (copy / "logs/train/adhd_dti/lora/fold-1.log").read_text()
+    assert "process 0 of 2 on cpu (gloo)" in log
+    one = pd.read_csv(folder / run / "predictions.tsv", sep="\t")
+    two = pd.read_csv(copy / run / "predictions.tsv", sep="\t")
+    assert two.participant_id.tolist() == one.participant_id.tolist()
+    np.testing.assert_allclose(two.probability, one.probability, atol=1e-6)
+
+
 REPORT_SECTIONS = ("summary", "cohort", "qc", "methods", "results", "provenance", "missing")
 
 
