@@ -29,7 +29,7 @@ def mppca(
     noise sigma per voxel, as ``dipy.denoise.localpca.mppca(data, mask=mask,
     patch_radius=patch_radius, return_sigma=True)`` gives them. Voxels that no whole patch
     covers (the outer ``patch_radius`` layers) are NaN there as in dipy. ``block``: patch
-    centres per batch (memory ~ block x patch voxels x N x 8 bytes, twice)."""
+    centres per batch (memory ~ block x patch voxels x N x 8 bytes, a few times)."""
     arr = np.asarray(data, dtype=np.float64)
     if arr.ndim != 4:
         raise ValueError(f"MP-PCA needs a 4D series, got shape {arr.shape}")
@@ -55,23 +55,28 @@ def mppca(
     for start in range(0, len(corners), block):
         corner = corners[start : start + block]
         patches = windows[corner[:, 0], corner[:, 1], corner[:, 2]]  # (B, N, s0, s1, s2)
-        patches = patches.reshape(len(corner), n, samples).transpose(0, 2, 1)  # (B, m, N)
-        mean = patches.mean(axis=1, keepdims=True)
+        patches = patches.reshape(len(corner), n, samples)  # (B, N, m): batched BLAS layout
+        mean = patches.mean(axis=2, keepdims=True)
         centred = patches - mean
-        covariance = centred.transpose(0, 2, 1) @ centred / samples
+        covariance = centred @ centred.transpose(0, 2, 1) / samples
         eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending, as dipy's
         variance = _noise_variance(eigenvalues, samples)
         noise_components = np.sum(eigenvalues < tau_factor**2 * variance[:, None], axis=1)
-        kept = np.arange(n)[None, :] >= noise_components[:, None]
-        basis = eigenvectors * kept[:, None, :]
-        estimate = (centred @ basis) @ basis.transpose(0, 2, 1) + mean  # (B, m, N)
+        # the estimate projects onto the kept (largest) components only: few of them, so
+        # the product goes through the block's largest kept count, not all N
+        widest = max(1, int(n - noise_components.min()))
+        basis = eigenvectors[:, :, n - widest :]
+        kept = np.arange(n - widest, n)[None, :] >= noise_components[:, None]
+        basis = basis * kept[:, None, :]
+        estimate = basis @ (basis.transpose(0, 2, 1) @ centred) + mean  # (B, N, m)
         weight = 1.0 / (1.0 + n - noise_components)
-        weighted = estimate * weight[:, None, None]
+        # (m, B, N): each patch position's rows contiguous for the additions below
+        weighted = (estimate * weight[:, None, None]).transpose(2, 0, 1).copy()
         # distinct corners: for one offset every target voxel is distinct, so += is exact
         for position, offset in enumerate(offsets):
             target = tuple((corner + offset).T)
             theta[target] += weight
-            theta_x[target] += weighted[:, position]
+            theta_x[target] += weighted[position]
             theta_var[target] += variance * weight
     with np.errstate(invalid="ignore", divide="ignore"):
         denoised = theta_x / theta[..., None]
