@@ -39,7 +39,10 @@ node_caps=(--cores "$(nproc)" --resources mem_mb=$(( $(free -m | awk '/Mem:/ {pr
 # machine: train 5 epochs instead of the demo's 60 (CT/PET: 40) to keep that queue short
 # (this run checks scheduling, not results; the demo's 2 tuning trials stay). The CT/PET
 # experiment's own training section is overridden too (configfiles merge key by key).
+# Denoising and motion correction are off for the same reason: the dwi jobs and their
+# grouping stay the same, and make test runs the whole diffusion chain.
 cat >"$profile/short_training.yaml" <<'YAML'
+dwi: {denoise: {method: none}, motion: {enabled: false}}
 training:
   {epochs: 5, batch_size: 4, patience: 5, adapt_batchnorm: true, tuning: {trials: 2}}
 experiments:
