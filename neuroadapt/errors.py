@@ -29,6 +29,9 @@ class InputError(NeuroadaptError):
         listing = "".join(f"\n  {item}" for item in self.details)
         super().__init__(f"{where}{problem}. Fix: {fix}{listing}")
 
+    def __reduce__(self):  # picklable: raised in worker processes, re-raised here
+        return (type(self), (self.path, self.problem, self.fix, self.details))
+
 
 class ConfigError(NeuroadaptError):
     """An invalid configuration: names the key, the problem and the fix."""
@@ -38,3 +41,6 @@ class ConfigError(NeuroadaptError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"config key '{key}': {problem}. Fix: {fix}")
+
+    def __reduce__(self):
+        return (type(self), (self.key, self.problem, self.fix))

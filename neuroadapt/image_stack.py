@@ -24,7 +24,7 @@ import torch
 
 from neuroadapt.errors import InputError
 
-__all__ = ["ImageStack"]
+__all__ = ["BatchReader", "ImageStack"]
 
 
 class ImageStack:
@@ -134,3 +134,64 @@ def _shape(source) -> tuple[int, ...]:
     if isinstance(source, Path):
         return tuple(_open(source).shape)
     return tuple(source.shape)
+
+
+class BatchReader:
+    """Reads an epoch's batches of a stack ahead of training: a PyTorch DataLoader over the
+    given index batches with ``workers`` worker processes (kept across epochs) and, on CUDA,
+    pinned memory, so the next batches are read while the model computes. ``workers=0``
+    reads each batch in this process when it is due, as indexing the stack does.
+
+    ``reader.epoch(batches)`` yields ``(index, images)`` for each index array in
+    ``batches``, in that order; the images are ``stack[index]``."""
+
+    def __init__(self, stack: ImageStack, workers: int = 0, pin_memory: bool = False):
+        self._sampler = _EpochBatches()
+        self._loader = torch.utils.data.DataLoader(
+            _Batches(stack),
+            batch_sampler=self._sampler,
+            num_workers=int(workers),
+            collate_fn=_as_is,
+            pin_memory=pin_memory,
+            persistent_workers=int(workers) > 0,
+            # with workers, at most 2 batches each read ahead: memory stays flat
+            prefetch_factor=2 if int(workers) > 0 else None,
+        )
+
+    def epoch(self, batches: Sequence[np.ndarray]):
+        self._sampler.batches = [np.asarray(b) for b in batches]
+        for index, images in zip(self._sampler.batches, self._loader, strict=True):
+            if isinstance(images, InputError):  # a worker's, as the stack raised it
+                raise images
+            yield index, images
+
+
+class _EpochBatches(torch.utils.data.Sampler):
+    """The current epoch's index batches (set before each epoch; the workers persist)."""
+
+    def __init__(self):
+        self.batches: list[np.ndarray] = []
+
+    def __iter__(self):
+        return iter([b.tolist() for b in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+class _Batches(torch.utils.data.Dataset):
+    def __init__(self, stack: ImageStack):
+        self.stack = stack
+
+    def __getitems__(self, rows: list[int]) -> torch.Tensor | InputError:  # one read a batch
+        try:
+            return self.stack[rows]
+        except InputError as error:  # DataLoader would re-raise it as a RuntimeError
+            return error
+
+    def __len__(self) -> int:
+        return len(self.stack)
+
+
+def _as_is(batch):
+    return batch

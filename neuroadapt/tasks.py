@@ -112,12 +112,14 @@ class ClassificationTask:
         return cohort.images[index].to(device)
 
     def train_loss(
-        self, method, model, cohort, index, augmenter, device, bf16, part=None
+        self, method, model, cohort, index, augmenter, device, bf16, part=None, images=None
     ) -> torch.Tensor:
         """The loss of the batch ``index``; with ``part`` (positions in the batch: this
         process's share under DDP) of that part only, the whole batch's augmentations drawn
-        (so the random stream does not depend on the number of processes)."""
-        x = torch.stack([augmenter(sample) for sample in cohort.images[index]])
+        (so the random stream does not depend on the number of processes). ``images``: the
+        batch's images when already read (``cohort.images[index]``)."""
+        images = cohort.images[index] if images is None else images
+        x = torch.stack([augmenter(sample) for sample in images])
         x, index = _part(x, index, part)
         x, y = x.to(device), cohort.labels[index].to(device)
         with autocast(device, bf16):
@@ -159,9 +161,10 @@ class MultimodalClassificationTask(ClassificationTask):
         return inputs | {key: value[index].to(device) for key, value in cohort.extra.items()}
 
     def train_loss(
-        self, method, model, cohort, index, augmenter, device, bf16, part=None
+        self, method, model, cohort, index, augmenter, device, bf16, part=None, images=None
     ) -> torch.Tensor:
-        image = torch.stack([augmenter(x) for x in cohort.images[index]])
+        images = cohort.images[index] if images is None else images
+        image = torch.stack([augmenter(x) for x in images])
         image, index = _part(image, index, part)
         inputs = {key: value[index].to(device) for key, value in cohort.extra.items()}
         inputs["image"] = image.to(device)
@@ -240,13 +243,13 @@ class SegmentationSurvivalTask:
         }
 
     def train_loss(
-        self, method, model, cohort, index, augmenter, device, bf16, part=None
+        self, method, model, cohort, index, augmenter, device, bf16, part=None, images=None
     ) -> torch.Tensor:
         """As for classification; under DDP each process's Cox loss takes the risk sets of
         its share of the batch (as a smaller batch would)."""
+        images = cohort.images[index] if images is None else images
         pairs = [
-            augmenter.with_mask(x, m)
-            for x, m in zip(cohort.images[index], cohort.masks[index], strict=True)
+            augmenter.with_mask(x, m) for x, m in zip(images, cohort.masks[index], strict=True)
         ]
         images = torch.stack([image for image, _ in pairs])
         masks = torch.stack([mask for _, mask in pairs])

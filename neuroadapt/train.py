@@ -45,6 +45,7 @@ from neuroadapt.cohort import Cohort
 from neuroadapt.distributed import current_ranks, from_rank0, summed, wrap
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import UNIMODAL_PREFIX
+from neuroadapt.image_stack import BatchReader
 from neuroadapt.io import atomic_directory
 from neuroadapt.missing_modality import MISSING_MODALITY_FILE, missing_modality_predictions
 from neuroadapt.tasks import (
@@ -317,6 +318,7 @@ def fit(
             settings.batch_size,
         )
     trained = wrap(model, device, ranks)
+    reader = BatchReader(cohort.images, settings.loader_workers, device.type == "cuda")
     writer = _tensorboard(tensorboard_dir, state["history"]) if ranks.main else None
     stopped_early = state["bad_epochs"] >= settings.patience
     bar = tqdm(
@@ -336,11 +338,11 @@ def fit(
         epoch_seed = settings.seed * 1_000_003 + epoch
         augmenter.seed(epoch_seed)
         losses = []
-        for batch in epoch_batches(len(train_idx), settings.batch_size, epoch_seed, ranks.world):
-            index = train_idx[batch.numpy()]
+        batches = epoch_batches(len(train_idx), settings.batch_size, epoch_seed, ranks.world)
+        for index, images in reader.epoch([train_idx[batch.numpy()] for batch in batches]):
             part = ranks.share(len(index)) if ranks.parallel else None
             loss = task.train_loss(
-                method, trained, cohort, index, augmenter, device, settings.bf16, part
+                method, trained, cohort, index, augmenter, device, settings.bf16, part, images
             )
             if part is not None:  # DDP averages over ranks: weigh each by its share
                 loss = loss * (len(part) * ranks.world / len(index))

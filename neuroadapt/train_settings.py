@@ -51,7 +51,9 @@ class TrainSettings:
     adapts a frozen backbone (LoRA, DoRA, MoLRE) also trains its normalisation layers'
     affine weights (:func:`neuroadapt.methods.base.unfreeze_norms`), so that a comparison
     differs only in what each method itself trains. ``PROTOCOL`` names these two: they are
-    set per experiment, never per method."""
+    set per experiment, never per method. ``loader_workers``: processes that read the next
+    training batches while the model computes (:class:`neuroadapt.image_stack.BatchReader`;
+    pinned memory on CUDA); 0 reads them in the training process."""
 
     epochs: int = 50
     batch_size: int = 4
@@ -63,11 +65,18 @@ class TrainSettings:
     adapt_batchnorm: bool = False
     head_hidden: int | None = 128
     train_norms: bool = False
+    loader_workers: int = 0
 
     def check(self, where: str) -> None:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{where}.{name}", "must be at least 1", "use e.g. 4")
+        if self.loader_workers < 0:
+            raise ConfigError(
+                f"{where}.loader_workers",
+                "must be 0 (batches read in the training process) or more",
+                "use the train rule's CPUs per GPU minus one",
+            )
         if self.head_hidden is not None and self.head_hidden < 1:
             raise ConfigError(
                 f"{where}.head_hidden", "must be at least 1", "use 128 (paper 1) or null (linear)"

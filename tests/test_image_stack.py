@@ -67,3 +67,28 @@ def test_a_stack_of_a_tensor_in_memory():
     images = torch.arange(2 * 1 * 2 * 2 * 2, dtype=torch.float32).reshape(2, 1, 2, 2, 2)
     stack = ImageStack.from_tensor(images)
     assert torch.equal(stack[[1]], images[[1]]) and stack.shape == images.shape
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_batch_reader_gives_each_epochs_batches_in_order(files, workers):
+    from neuroadapt.image_stack import BatchReader
+
+    stack = ImageStack.from_files(files[0], [0, 1])
+    reader = BatchReader(stack, workers)
+    for batches in ([np.array([2, 0]), np.array([1])], [np.array([1, 2, 0])]):  # two epochs
+        read = list(reader.epoch(batches))
+        assert [index.tolist() for index, _ in read] == [b.tolist() for b in batches]
+        for index, images in read:
+            torch.testing.assert_close(images, stack[index], rtol=0, atol=0)
+
+
+def test_the_batch_reader_names_a_bad_file_from_a_worker(files):
+    from neuroadapt.image_stack import BatchReader
+
+    paths, arrays = files
+    bad = arrays[1].copy()
+    bad[0, 0, 0, 0] = np.nan
+    np.save(paths[1], bad)
+    reader = BatchReader(ImageStack.from_files(paths, [0]), workers=1)
+    with pytest.raises(InputError, match="holds NaN or infinite values"):
+        list(reader.epoch([np.array([0, 1])]))

@@ -194,6 +194,23 @@ def test_a_killed_run_resumes_and_ends_as_an_uninterrupted_one(toy, tmp_path):
     assert resumed["selected"] == reference["selected"]
 
 
+def test_batches_read_by_worker_processes_train_exactly_as_in_process(toy, finished, tmp_path):
+    reference, out = finished
+    read_ahead = train(toy, tmp_path, training=TRAINING | {"loader_workers": 2})
+    assert read_ahead["selected"] == reference["selected"]
+    for name in ("history.tsv", "predictions.tsv"):
+        ours = pd.read_csv(tmp_path / "run" / name, sep="\t").drop(
+            columns="seconds", errors="ignore"
+        )
+        theirs = pd.read_csv(out / "run" / name, sep="\t").drop(columns="seconds", errors="ignore")
+        pd.testing.assert_frame_equal(ours, theirs)
+
+
+def test_negative_loader_workers_are_a_config_error(toy, tmp_path):
+    with pytest.raises(ConfigError, match="training.loader_workers"):
+        train(toy, tmp_path, training=TRAINING | {"loader_workers": -1})
+
+
 def test_a_resume_file_of_other_settings_is_not_used(toy, tmp_path):
     first = train(toy, tmp_path, training=TRAINING | {"epochs": 2})
     assert first["resumed_from_epoch"] == 0

@@ -9,8 +9,8 @@ back with the same weights (Manjon et al. 2013, eq. 3). Written by hand because 
 has a batched MP-PCA; ``tests/test_dwi_mppca.py`` checks it against dipy's ``mppca`` on a
 real scan, and ``benchmarks/bench_dwi.py`` measures both.
 
-It computes in float64 (dipy computes float32 input in float32), so the two agree to
-float32 rounding except where a patch's component count sits on the threshold.
+Like dipy it computes float32 input in float32 (accumulating in float64); the two agree to
+float32 rounding, except where a patch's component count sits on the threshold.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ def mppca(
     patch_radius=patch_radius, return_sigma=True)`` gives them. Voxels that no whole patch
     covers (the outer ``patch_radius`` layers) are NaN there as in dipy. ``block``: patch
     centres per batch (memory ~ block x patch voxels x N x 8 bytes, a few times)."""
-    arr = np.asarray(data, dtype=np.float64)
+    # float32 input is computed in float32, as dipy does (half the memory traffic)
+    arr = np.asarray(data)
+    arr = arr.astype(np.float64 if arr.dtype == np.float64 else np.float32, copy=False)
     if arr.ndim != 4:
         raise ValueError(f"MP-PCA needs a 4D series, got shape {arr.shape}")
     shape = np.array(arr.shape[:3])
@@ -59,7 +61,9 @@ def mppca(
         mean = patches.mean(axis=2, keepdims=True)
         centred = patches - mean
         covariance = centred @ centred.transpose(0, 2, 1) / samples
-        eigenvalues, eigenvectors = np.linalg.eigh(covariance)  # ascending, as dipy's
+        # ascending, as dipy's; LAPACK's float64 solver is the faster one here
+        eigenvalues, eigenvectors = np.linalg.eigh(covariance.astype(np.float64))
+        eigenvectors = eigenvectors.astype(arr.dtype)
         variance = _noise_variance(eigenvalues, samples)
         noise_components = np.sum(eigenvalues < tau_factor**2 * variance[:, None], axis=1)
         # the estimate projects onto the kept (largest) components only: few of them, so
@@ -71,7 +75,7 @@ def mppca(
         estimate = basis @ (basis.transpose(0, 2, 1) @ centred) + mean  # (B, N, m)
         weight = 1.0 / (1.0 + n - noise_components)
         # (m, B, N): each patch position's rows contiguous for the additions below
-        weighted = (estimate * weight[:, None, None]).transpose(2, 0, 1).copy()
+        weighted = (estimate * weight[:, None, None].astype(arr.dtype)).transpose(2, 0, 1).copy()
         # distinct corners: for one offset every target voxel is distinct, so += is exact
         for position, offset in enumerate(offsets):
             target = tuple((corner + offset).T)
