@@ -80,14 +80,6 @@ def _sync_batchnorm_in_place(model: torch.nn.Module) -> None:
             setattr(model, name, converted)
 
 
-def sync_buffers(model: torch.nn.Module, ranks: Ranks) -> None:
-    """Rank 0's buffers (BatchNorm running statistics) to every rank. DDP copies them at the
-    start of each forward, so after an epoch's last step each rank holds its own."""
-    if ranks.parallel:
-        for buffer in model.buffers():
-            dist.broadcast(buffer.data, src=0)
-
-
 def from_rank0(value, ranks: Ranks):
     """``value`` as rank 0 has it, on every rank (any picklable object)."""
     if not ranks.parallel:
