@@ -42,7 +42,7 @@ import torch
 from tqdm import tqdm
 
 from neuroadapt.cohort import Cohort
-from neuroadapt.distributed import current_ranks, from_rank0, summed, wrap
+from neuroadapt.distributed import current_ranks, from_rank0, launch, summed, wrap
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import UNIMODAL_PREFIX
 from neuroadapt.image_stack import BatchReader
@@ -705,8 +705,6 @@ def train_job(processes: int = 1, log_file: str | None = None, **arguments) -> d
     gets rank 0's log records (this process's go wherever its logging is set). The results
     equal one process's within what per-process BatchNorm statistics change on the CPU (see
     :mod:`neuroadapt.distributed`)."""
-    from neuroadapt.distributed import launch
-
     if processes < 1:
         raise ConfigError("resources.train.gpu", f"is {processes}", "ask for 1 GPU or more")
     if processes == 1:

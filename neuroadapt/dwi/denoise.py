@@ -21,7 +21,7 @@ def denoise(
     if settings.method == "none":
         return data, None
     if settings.method == "mppca":
-        from neuroadapt.dwi.mppca import mppca  # dipy's mppca, batched (11x faster)
+        from neuroadapt.dwi.mppca import mppca  # dipy's mppca, batched (1.2-3x faster)
 
         denoised, sigma = mppca(data, mask=mask, patch_radius=settings.patch_radius)
         denoised = np.nan_to_num(denoised, nan=0.0)

@@ -37,8 +37,7 @@ def mppca(
         raise ValueError(f"MP-PCA needs a 4D series, got shape {arr.shape}")
     shape = np.array(arr.shape[:3])
     n = arr.shape[3]
-    if mask is None:
-        mask = np.ones(arr.shape[:3], dtype=bool)
+    mask = np.ones(arr.shape[:3], bool) if mask is None else np.asarray(mask, dtype=bool)
     radius = np.full(3, int(patch_radius))
     radius[shape == 1] = 0  # a flat axis: the patch is flat too
     size = 2 * radius + 1
@@ -49,7 +48,7 @@ def mppca(
     # windows[i, j, k] is the patch whose first corner is voxel (i, j, k): centre + radius
     windows = sliding_window_view(arr, tuple(int(s) for s in size), axis=(0, 1, 2))
     inner = tuple(slice(r, s - r) for r, s in zip(radius, shape, strict=True))
-    corners = np.argwhere(np.asarray(mask, dtype=bool)[inner])
+    corners = np.argwhere(mask[inner])
     theta = np.zeros(arr.shape[:3])
     theta_x = np.zeros(arr.shape)
     theta_var = np.zeros(arr.shape[:3])
@@ -74,6 +73,7 @@ def mppca(
         basis = basis * kept[:, None, :]
         estimate = basis @ (basis.transpose(0, 2, 1) @ centred) + mean  # (B, N, m)
         weight = 1.0 / (1.0 + n - noise_components)
+        weighted_variance = variance * weight
         # (m, B, N): each patch position's rows contiguous for the additions below
         weighted = (estimate * weight[:, None, None].astype(arr.dtype)).transpose(2, 0, 1).copy()
         # distinct corners: for one offset every target voxel is distinct, so += is exact
@@ -81,12 +81,12 @@ def mppca(
             target = tuple((corner + offset).T)
             theta[target] += weight
             theta_x[target] += weighted[position]
-            theta_var[target] += variance * weight
+            theta_var[target] += weighted_variance
     with np.errstate(invalid="ignore", divide="ignore"):
         denoised = theta_x / theta[..., None]
         sigma = np.sqrt(theta_var / theta)
     denoised.clip(min=0, out=denoised)
-    outside = ~np.asarray(mask, dtype=bool)
+    outside = ~mask
     denoised[outside] = 0
     sigma[outside] = 0
     return denoised.astype(np.float32), sigma.astype(np.float32)
