@@ -14,10 +14,12 @@ TEXT_MODEL := $(VENV)/.text-model
 
 .PHONY: demo test lint clean-results
 
-$(STAMP): pyproject.toml
+# requirements/constraints.txt: the envs' exact versions, so the tests run what the rules get.
+$(STAMP): pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet "$(TORCH_SPEC)"
-	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet -e ".[dev,slurm]"
+	$(VENV)/bin/python -m pip install $(PIP_ARGS) --quiet -c requirements/constraints.txt \
+		-e ".[dev,slurm]"
 	touch $(STAMP)
 
 demo: $(STAMP)

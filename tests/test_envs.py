@@ -139,6 +139,18 @@ def test_env_pins_are_the_tested_versions():
             name, pin = item.split("==")
             installed = version(name).split("+")[0]  # torch 2.13.0+cpu here
             assert installed == pin, f"{env_file.name}: {name}=={pin}, tests run {installed}"
+            assert CONSTRAINTS.get(name) == pin, (
+                f"{env_file.name}: {name}=={pin}, requirements/constraints.txt (what make "
+                f"installs) has {CONSTRAINTS.get(name)}"
+            )
+
+
+#: requirements/constraints.txt, name -> version: what `make` installs the tests with
+CONSTRAINTS = dict(
+    line.split("==")
+    for line in (REPO / "requirements" / "constraints.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+)
 
 
 def test_the_mrtrix3_backend_comes_from_the_mrtrix3_channel():
