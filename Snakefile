@@ -18,6 +18,7 @@ include: "workflow/rules/dwi.smk"
 include: "workflow/rules/derivatives.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/interpret.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -29,4 +30,5 @@ rule all:
         petct_outputs,
         dwi_outputs,
         evaluate_outputs(),
+        attribution_outputs(),
         "results/report/index.html",

@@ -16,6 +16,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from neuroadapt.attribution import interpret_settings, merged_interpret
 from neuroadapt.errors import ConfigError, InputError
 from neuroadapt.experiments import (
     BACKBONE_KINDS,
@@ -213,8 +214,10 @@ def _check_semantics(config: dict) -> None:
                 "target gtv is a segmentation mask",
                 "use task: segmentation or segmentation+survival",
             )
-    for section in ("training", "method_settings", "pretrain", "evaluation", "report"):
+    for section in ("training", "method_settings", "pretrain", "evaluation", "report", "interpret"):
         config.setdefault(section, {})
+    for name in config["experiments"]:  # a bad value stops the run at start-up
+        interpret_settings(merged_interpret(config, name))
     for name in trained_experiments(config):
         _check_training(config, name)
     _check_diffusion(config)

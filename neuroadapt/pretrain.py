@@ -31,6 +31,7 @@ import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -49,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover - annotations only
     from neuroadapt.petct.resample import CropSettings
 
 __all__ = [
+    "with_pretrained_weights",
     "SEGMENTATION_BACKBONES",
     "PretrainSettings",
     "crop_settings",
@@ -392,6 +394,17 @@ def _pretrain_unetr(
 
 
 # --- the rule ----------------------------------------------------------------------------
+
+
+def with_pretrained_weights(backbone: Mapping, inputs) -> dict:
+    """The backbone spec a job builds: with the pretrain rule's weights file and the SHA-256
+    its sidecar holds when the job's Snakemake ``inputs`` name them (``weights``,
+    ``weights_sidecar``), else ``backbone`` as configured."""
+    spec = dict(backbone)
+    if "weights_sidecar" in inputs.keys():
+        spec["weights"] = inputs.weights
+        spec["sha256"] = json.loads(Path(inputs.weights_sidecar).read_text())["sha256"]
+    return spec
 
 
 def pretrain_backbone(

@@ -145,6 +145,17 @@ class ClassificationTask:
             "raise splits.validation_fraction so validation holds both classes",
         )
 
+    #: The kept model the interpret rule explains (:mod:`neuroadapt.interpret`).
+    explained_selection = "best_auc"
+
+    def explained_targets(self, cohort: Cohort, target: str) -> list[str]:
+        """The names of the outputs attributions explain, in output order."""
+        return [target]
+
+    def attribution_forward(self, model, cohort: Cohort, index: int, output: int):
+        """Images ``(B, C, X, Y, Z)`` -> the logit ``output`` ``(B,)``, for sample ``index``."""
+        return lambda images: model(images).reshape(len(images), -1)[:, output].float()
+
     def predict(self, method, model, cohort, index, device, batch_size, bf16):
         """Per test sample: the label and the positive-class probability; no artefacts."""
         probabilities = self.probabilities(model, cohort, index, device, batch_size, bf16)
@@ -171,6 +182,19 @@ class MultimodalClassificationTask(ClassificationTask):
         with autocast(device, bf16):
             outputs = model(inputs)
         return method.loss(_float(outputs), {"label": cohort.labels[index].to(device)})
+
+    def attribution_forward(self, model, cohort: Cohort, index: int, output: int):
+        """The image ``(B, C, X, Y, Z)`` -> the logit ``(B,)``, sample ``index``'s non-image
+        inputs held fixed (repeated for the batch of perturbed images)."""
+        device = next(model.parameters()).device
+        extra = {key: value[[index]].to(device) for key, value in cohort.extra.items()}
+
+        def forward(images):
+            n = len(images)
+            fixed = {key: value.expand(n, *value.shape[1:]) for key, value in extra.items()}
+            return model({"image": images, **fixed})["logits"].reshape(n, -1)[:, output].float()
+
+        return forward
 
     def probabilities(self, model, cohort, index, device, batch_size, bf16) -> np.ndarray:
         model.eval()
@@ -205,6 +229,9 @@ class MultilabelTask(ClassificationTask):
             "val_auc": macro_auc(y, probabilities, partial=True)[0],
         }
 
+    def explained_targets(self, cohort: Cohort, target) -> list[str]:
+        return list(cohort.label_names)
+
     def no_selection_fix(self) -> tuple[str, str]:
         return (
             "no label had both classes in the validation part, so no model can be selected "
@@ -231,9 +258,24 @@ class SegmentationSurvivalTask:
 
     selections: ClassVar[dict[str, str]] = {"best_dice": "val_dice", "best_cindex": "val_cindex"}
 
+    #: The interpret rule explains the risk, so the model of best C-index.
+    explained_selection = "best_cindex"
+
     def model_inputs(self, cohort: Cohort, index: np.ndarray, device: torch.device) -> dict:
         images = cohort.images[index].to(device)
         return {name: images[:, [c]] for c, name in enumerate(cohort.channels)}
+
+    def explained_targets(self, cohort: Cohort, target) -> list[str]:
+        return ["risk"]
+
+    def attribution_forward(self, model, cohort: Cohort, index: int, output: int):
+        """The CT/PET image ``(B, 2, X, Y, Z)`` -> the risk ``(B,)``."""
+
+        def forward(images):
+            inputs = {name: images[:, [c]] for c, name in enumerate(cohort.channels)}
+            return model(inputs)["risk"].reshape(len(images)).float()
+
+        return forward
 
     def targets(self, cohort: Cohort, index: np.ndarray, device: torch.device) -> dict:
         return {

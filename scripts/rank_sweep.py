@@ -1,6 +1,5 @@
 """Rule rank_sweep: LoRA at rising ranks against full fine-tuning on fold 1 (a diagnostic)."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -8,13 +7,11 @@ sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package, also i
 
 from neuroadapt.io import atomic_directory
 from neuroadapt.logs import logged
+from neuroadapt.pretrain import with_pretrained_weights
 from neuroadapt.rank_sweep import rank_sweep
 
 with logged(snakemake.log) as log:
-    backbone = dict(snakemake.params.backbone)
-    if "weights_sidecar" in snakemake.input.keys():  # weights of the pretrain rule
-        backbone["weights"] = snakemake.input.weights
-        backbone["sha256"] = json.loads(Path(snakemake.input.weights_sidecar).read_text())["sha256"]
+    backbone = with_pretrained_weights(snakemake.params.backbone, snakemake.input)
     # one recipe for every run: tuning off (the sweep itself is the comparison)
     training = {**snakemake.params.training, "tuning": {"enabled": False}}
     with atomic_directory(snakemake.output[0]) as staging:

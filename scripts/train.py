@@ -5,7 +5,6 @@ this file (Snakemake names it as the main module's file, without its preamble th
 ``snakemake``) as ``__mp_main__``; they must neither start training nor read ``snakemake``.
 They import the package from the path this process set (spawn passes sys.path on)."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -13,15 +12,11 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(snakemake.scriptdir).parent))  # the package, also in conda envs
 
     from neuroadapt.logs import logged
+    from neuroadapt.pretrain import with_pretrained_weights
     from neuroadapt.train import train_job
 
     with logged(snakemake.log) as log:
-        backbone = dict(snakemake.params.backbone)
-        if "weights_sidecar" in snakemake.input.keys():  # weights of the pretrain rule
-            backbone["weights"] = snakemake.input.weights
-            backbone["sha256"] = json.loads(Path(snakemake.input.weights_sidecar).read_text())[
-                "sha256"
-            ]
+        backbone = with_pretrained_weights(snakemake.params.backbone, snakemake.input)
         fold = int(snakemake.wildcards.fold)
         summary = train_job(
             # one data-parallel process per GPU the rule asks for (resources: gpu)

@@ -132,6 +132,15 @@ def real_petct(config: dict, **keys) -> None:
             lambda c: c["datasets"].update(report={"bids_dir": "/x"}),
             r"config key 'report': is a reserved results folder name",
         ),
+        (
+            lambda c: c.update(interpret={"attributions": ["saliency"]}),
+            r"'interpret.attributions.0': 'saliency' is not allowed. Fix: use one of: "
+            r"integrated_gradients, grad_cam, occlusion",
+        ),
+        (
+            lambda c: c.update(interpret={"occlusion_window": 0}),
+            r"'interpret.occlusion_window': 0 is less than the minimum of 1",
+        ),
     ],
 )
 def test_invalid_config_names_the_key_and_the_fix(change, message):

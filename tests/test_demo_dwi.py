@@ -242,3 +242,28 @@ def test_reports_state_the_scores_with_the_configured_error_rate():
     text, errors, concern = clinical_report(10, "F", 20, 15, rng, error_rate=1.0)
     assert errors == 3 and concern == 0 and "no significant attention problems" in text
     assert "age-appropriate behaviour" in text and "routine developmental" in text
+
+
+def test_planted_regions_say_where_each_subjects_effects_act(dwi_cohort, tmp_path):
+    """The ground truth the attribution maps are scored against: the diagnosis effect's
+    region for carriers (the effect mask), nothing for the others; each finding's region
+    exactly for the subjects who have it."""
+    _, truth = dwi_cohort
+    carriers = pd.read_csv(truth / "sessions_truth.tsv", sep="\t").set_index("participant_id")
+    for subject, carries in carriers.carries_effect.items():
+        planted = nib.load(truth / f"{subject}_planted-diagnosis_mask.nii.gz").get_fdata() > 0
+        effect = nib.load(truth / f"{subject}_desc-effect_mask.nii.gz").get_fdata() > 0
+        assert effect.any()
+        assert (planted == effect).all() if carries else not planted.any()
+    assert not list(truth.glob("*_planted-slf_degeneration_mask.nii.gz"))  # no findings planted
+    bids, truth = make_cohort(tmp_path, TINY_DWI | {"n_subjects": 8, "finding_size": 1.0})
+    participants = pd.read_csv(bids / "participants.tsv", sep="\t")
+    for row in participants.itertuples():
+        dseg = nib.load(truth / f"{row.participant_id}_dseg.nii.gz").get_fdata()
+        for finding in ("slf_degeneration", "diffuse_wm_injury", "gm_oedema"):
+            mask = nib.load(truth / f"{row.participant_id}_planted-{finding}_mask.nii.gz")
+            where = mask.get_fdata() > 0
+            assert where.any() == bool(getattr(row, finding)), (row.participant_id, finding)
+        if row.gm_oedema:  # grey matter outside the tracts
+            where = nib.load(truth / f"{row.participant_id}_planted-gm_oedema_mask.nii.gz")
+            assert (dseg[where.get_fdata() > 0] == 2).all()

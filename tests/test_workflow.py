@@ -11,11 +11,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, SMALL_PETCT, TINY_DWI
+
+from neuroadapt.attribution import ATTRIBUTIONS
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
@@ -268,6 +271,8 @@ TRAINING_CONFIG = {
     "method_settings": {"lora": {"r": 4}},
     "pretrain": {"epochs": 2, "segmentation_epochs": 2},
     "evaluation": {"bootstrap": 100},
+    # attributions cheap enough for the test: few path steps, large occlusion cubes
+    "interpret": {"steps": 4, "occlusion_window": 8},
 }
 
 
@@ -348,6 +353,60 @@ def test_ct_pet_and_multimodal_experiments_train_and_evaluate(trained):
     assert "Missing-modality robustness" in html
 
 
+def test_interprets_every_image_run_and_scores_it_against_the_planted_region(trained):
+    """An interpret job per experiment x image-reading method x fold, its per-subject maps
+    in the subject's DWI space, and per experiment the localisation table and group maps."""
+    folder, _, run = trained
+    counts = collections.Counter(re.findall(r"Finished jobid: \d+ \(Rule: (\w+)\)", run.stderr))
+    # adhd_dti 2 methods, hnc_petct 2, ad_multimodal late_fusion and unimodal_image; 2 folds
+    assert counts["interpret"] == 12 and counts["attribution"] == 3, counts
+    assert not (folder / "results/ad_multimodal/attribution/unimodal_clinical").exists()
+    table = pd.read_csv(folder / "results/adhd_dti/attribution.tsv", sep="\t")
+    pooled = table[table.fold == "pooled"]
+    assert set(zip(pooled.method, pooled.attribution, strict=True)) == {
+        (m, a) for m in ("linear_probe", "lora") for a in ATTRIBUTIONS
+    }
+    # only the patients who carry the planted effect are scored: the same ones for every row
+    truth = pd.read_csv(
+        folder / "resources/demo/ground_truth/demo_dwi/sessions_truth.tsv", sep="\t"
+    )
+    assert (pooled.n == truth.carries_effect.sum()).all()
+    assert pooled.region_share.between(0.001, 0.2).all() and pooled.enrichment.ge(0).all()
+    assert (
+        pooled.score.eq("auc").all()
+        and pooled.layer[pooled.attribution == "grad_cam"].eq("layer2").all()
+    )  # the deepest ResNet stage with a 4^3 map on 32^3 inputs
+    native = sorted((folder / "results/adhd_dti/attribution/lora/fold-1").glob("*.nii.gz"))
+    assert native and all("_space-dwi_target-diagnosis_desc-" in p.name for p in native)
+    fa = nib.load(
+        next(
+            folder.glob("results/demo_dwi/derivatives/neuroadapt/sub-*/dwi/*param-fa_dwimap.nii.gz")
+        )
+    )
+    assert nib.load(native[0]).shape == fa.shape
+    segsurv = pd.read_csv(folder / "results/hnc_petct/attribution.tsv", sep="\t")
+    scored = segsurv[segsurv.fold == "pooled"]
+    assert scored.target.eq("risk").all() and scored.score.eq("c_index").all()
+    assert (scored.n == 12).all()  # every subject has a GTV
+    assert "grad_cam" not in set(scored.attribution)  # a UNETR has no ResNet stage
+    with np.load(folder / "results/adhd_dti/attribution_maps.npz") as maps:
+        group = maps["lora/diagnosis/integrated_gradients/1"]
+        assert group.shape == (32, 32, 32) and group.sum() == pytest.approx(1.0, rel=1e-4)
+        assert maps["region/diagnosis"].max() <= 1.0
+    html = (folder / "results/report/index.html").read_text()
+    assert "Where the models look" in html and "group attribution maps of adhd_dti" in html
+
+
+def test_interpretation_can_be_turned_off(trained, tmp_path):
+    folder, args, _ = trained
+    config = yaml.safe_load(Path(args[args.index("--configfile") + 1]).read_text())
+    config["interpret"] = {"enabled": False}
+    changed = write_config(tmp_path, config)
+    args = tuple(str(changed) if a.endswith("config.yaml") else a for a in args)
+    plan = snakemake(*args, "-n", "--forceall").stdout
+    assert "interpret" not in job_counts(plan) and "attribution" not in job_counts(plan), plan
+
+
 def test_a_changed_method_setting_reruns_only_that_methods_jobs(trained, tmp_path):
     folder, args, _ = trained
     config = yaml.safe_load(Path(args[args.index("--configfile") + 1]).read_text())
@@ -355,9 +414,19 @@ def test_a_changed_method_setting_reruns_only_that_methods_jobs(trained, tmp_pat
     changed = write_config(tmp_path, config)
     args = tuple(str(changed) if a.endswith("config.yaml") else a for a in args)
     plan = snakemake(*args, "-n").stdout
-    assert job_counts(plan) == {"train": 2, "evaluate": 1, "report": 1, "all": 1, "total": 5}, plan
+    assert job_counts(plan) == {
+        "train": 2,
+        "interpret": 2,
+        "evaluate": 1,
+        "attribution": 1,
+        "report": 1,
+        "all": 1,
+        "total": 8,
+    }, plan
     outputs = re.findall(r"output: (\S+)", plan)
     assert sorted(o for o in outputs if "fold-" in o) == [
+        "results/adhd_dti/attribution/lora/fold-1",
+        "results/adhd_dti/attribution/lora/fold-2",
         "results/adhd_dti/lora/fold-1",
         "results/adhd_dti/lora/fold-2",
     ]

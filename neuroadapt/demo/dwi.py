@@ -57,6 +57,7 @@ from neuroadapt.demo.bidsio import (
 )
 from neuroadapt.errors import ConfigError
 from neuroadapt.geometry import rigid_matrix, voxel_centres
+from neuroadapt.localisation import planted_mask_name
 
 # Diffusivities in mm^2/s: (axial, radial) per tissue code and for coherent tracts.
 _AXIAL = {brain.CSF: 3.0e-3, brain.GREY_MATTER: 0.95e-3, brain.WHITE_MATTER: 1.4e-3}
@@ -569,6 +570,25 @@ def _write_truth(spec, truth_dir, label, session, subject, affine, pose0, motion
         affine,
         np.uint8,
     )
+    for target, where in planted_regions(spec, subject, sample).items():
+        write_nifti(
+            truth_dir / planted_mask_name(prefix, target),
+            where.reshape(spec.shape),
+            affine,
+            np.uint8,
+        )
+
+
+def planted_regions(spec: DwiCohortSpec, subject: _SubjectModel, sample) -> dict[str, np.ndarray]:
+    """Target -> (N,) bool: where this subject's planted effect of that participants.tsv
+    column acts (the diagnosis effect in ``effect_region`` for carriers; each finding it
+    has), all False where it carries none. Attribution maps are scored against these."""
+    carriers = sample.region == brain.region_index(spec.effect_region)
+    regions = {"diagnosis": carriers & subject.carries_effect}
+    if spec.finding_size:
+        for name, finding in FINDINGS.items():
+            regions[name] = finding.mask(sample) & (name in subject.findings)
+    return regions
 
 
 def _slice_timing(n_slices: int, repetition_time: float) -> list[float]:

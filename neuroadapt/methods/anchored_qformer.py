@@ -71,7 +71,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from neuroadapt.methods.base import MultimodalMethod, Task, classification_loss
+from neuroadapt.methods.base import MultimodalMethod, Task, classification_loss, frozen_pass
 from neuroadapt.methods.lora import default_targets
 from neuroadapt.methods.registry import register_method
 from neuroadapt.models.classifier import make_head
@@ -494,7 +494,7 @@ class AnchoredQFormerModel(nn.Module):
         aux_tokens: dict[str, torch.Tensor] = {}
         if self.qformers:
             # frozen phase-1 features, computed once and shared by every anchor round
-            with torch.no_grad():
+            with frozen_pass(*xs.values()):
                 for m in xs:
                     with self.phase1(m):
                         aux_tokens[m] = encode_tokens(self.raw(m), xs[m], masks[m])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -12,6 +13,7 @@ from torch import nn
 from neuroadapt.models.classifier import Classifier, make_head
 
 __all__ = [
+    "frozen_pass",
     "AdaptationMethod",
     "Method",
     "MultimodalMethod",
@@ -35,6 +37,15 @@ class ParameterReport:
 
     def as_dict(self) -> dict[str, float]:
         return {"total": self.total, "trainable": self.trainable, "percent": self.percent}
+
+
+def frozen_pass(*inputs: torch.Tensor):
+    """The context for a frozen encoder's pass: ``torch.no_grad()`` (no activations kept for
+    backward), except when an input asks for its gradient, as attribution maps do
+    (:mod:`neuroadapt.attribution`): then the gradient flows through the frozen weights to it."""
+    if any(x.requires_grad for x in inputs):
+        return contextlib.nullcontext()
+    return torch.no_grad()
 
 
 def count_parameters(model: nn.Module) -> ParameterReport:

@@ -28,7 +28,7 @@ from neuroadapt.methods.anchored_qformer import (
     token_mask,
     zero_absent,
 )
-from neuroadapt.methods.base import Task
+from neuroadapt.methods.base import Task, frozen_pass
 from neuroadapt.methods.registry import register_method
 from neuroadapt.models.classifier import make_head
 
@@ -43,7 +43,7 @@ def _pooled_features(
     for a sample without any modality."""
     batch, present = batch_presence(inputs, list(encoders))
     features = {}
-    with torch.no_grad():  # frozen encoders: no activations kept for backward
+    with frozen_pass(*inputs.values()):  # frozen encoders: no activations kept for backward
         for m, encoder in encoders.items():
             if m in inputs:
                 x = zero_absent(inputs[m], present[m])

@@ -29,6 +29,7 @@ from neuroadapt.io import atomic_write_text
 from neuroadapt.method_cards import method_cards
 from neuroadapt.metrics import BINARY_METRICS
 from neuroadapt.report import figures
+from neuroadapt.report.attribution import attribution_section
 from neuroadapt.report.cells import comparison, interval
 from neuroadapt.report.figures import data_uri
 from neuroadapt.report.multilabel import is_multilabel, multilabel_section
@@ -435,7 +436,7 @@ def build_report(
         cohort_section(name, config["datasets"][name], paths)
         for name, paths in layout["datasets"].items()
     ]
-    splits, results, missing, summaries = [], [], [], []
+    splits, results, missing, summaries, attributions = [], [], [], [], []
     for name, paths in layout["experiments"].items():
         experiment = config["experiments"][name]
         subjects = read_subjects_table(layout["datasets"][experiment["dataset"]]["subjects"])
@@ -464,6 +465,9 @@ def build_report(
             results.append(results_section(name, experiment, paths))
         else:
             missing.append(f"{name}: no methods configured, so nothing was trained (splits only)")
+        attribution = attribution_section(name, paths)
+        if attribution is not None:
+            attributions.append(attribution)
     html = (
         jinja2.Environment(
             loader=jinja2.FileSystemLoader(template.parent),
@@ -484,6 +488,7 @@ def build_report(
                 for name, qc in layout.get("petct_qc", {}).items()
             ],
             results=results,
+            attributions=attributions,
             summaries=summaries,
             missing=missing,
             methods_paragraph=methods_paragraph(config),

@@ -377,6 +377,9 @@ def report_layout(wildcards):
             ):
                 paths[key] = f"results/{name}/{key}.tsv"
             paths["runs"] = [f"{run}/run.json" for run in run_dirs(name)]
+            if interpreted(name):
+                paths["attribution"] = f"results/{name}/attribution.tsv"
+                paths["attribution_maps"] = f"results/{name}/attribution_maps.npz"
         layout["experiments"][name] = paths
     return layout
 
