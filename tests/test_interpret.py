@@ -305,3 +305,80 @@ def test_the_table_pools_folds_and_says_which_methods_beat_chance_and_meet_the_g
     # (sum of fold 1 + sum of fold 2) / 3 samples
     np.testing.assert_allclose(maps["lora/diagnosis/occlusion/1"][0], 1 / 3)
     np.testing.assert_allclose(maps["lora/diagnosis/occlusion/1"][1], 1.0)
+
+
+# --- other tasks ------------------------------------------------------------------------------
+
+
+def test_a_multilabel_run_explains_every_label_without_ground_truth(tmp_path):
+    from test_multilabel import EXPERIMENT as MULTILABEL
+    from test_multilabel import FINDINGS, ROLES, write_cohort
+
+    from neuroadapt.train import run_training
+
+    cohort = write_cohort(tmp_path / "toy", FINDINGS, ROLES, size=32)
+    run_training(
+        experiment_name="toy_ml",
+        experiment=MULTILABEL,
+        method_name="linear_probe",
+        method_settings={"lr_head": 1e-2},
+        training={"epochs": 2, "batch_size": 4, "seed": 0},
+        backbone={"name": "resnet10_w025"},
+        fold=1,
+        **cohort,
+        out_dir=str(tmp_path / "run"),
+        resume_path=str(tmp_path / "resume.pt"),
+        progress=False,
+    )
+    table = interpret_run(
+        experiment=MULTILABEL,
+        method_name="linear_probe",
+        backbone={"name": "resnet10_w025"},
+        fold=1,
+        run_dir=str(tmp_path / "run"),
+        out_dir=str(tmp_path / "out"),
+        settings={"attributions": ["integrated_gradients"], "steps": 4},
+        **cohort,
+    )
+    # 4 test subjects x 2 labels, each with its own label; nothing to score against
+    assert len(table) == 8 and table.groupby("target").size().to_dict() == {
+        "finding_a": 4,
+        "finding_b": 4,
+    }
+    assert table.enrichment.isna().all()
+    assert table[table.target == "finding_b"].label.tolist() == [0, 0, 1, 1]
+    with np.load(tmp_path / "out" / "group_maps.npz") as maps:
+        assert float(maps["n/map/finding_a/integrated_gradients/1"]) == 2
+    assert not list((tmp_path / "out").glob("*.nii.gz"))  # no source grid given
+
+
+@pytest.mark.parametrize("method", ["brain_adapter", "anchored_qformer"])
+def test_multimodal_runs_attribute_the_image_through_their_frozen_encoders(method, tmp_path):
+    """Non-image inputs stay fixed; the gradient reaches the image through encoders that
+    training runs without gradients (anchored_qformer's frozen phase-1 features)."""
+    from test_train_multimodal import EXPERIMENT as MULTIMODAL
+    from test_train_multimodal import PHASE1, train, write_multimodal_toy
+
+    cohort = write_multimodal_toy(tmp_path / "toy")
+    phase1 = []
+    if method == "anchored_qformer":
+        for modality in PHASE1:
+            out = tmp_path / f"unimodal_{modality}"
+            train(cohort, out, f"unimodal_{modality}", {"lr_encoder": 1e-3, "lr_head": 1e-2})
+            phase1.append(str(out))
+    train(cohort, tmp_path / "run", method, phase1_runs=phase1 or None)
+    table = interpret_run(
+        experiment=MULTIMODAL,
+        method_name=method,
+        backbone={"name": "vit_tiny"},
+        fold=1,
+        run_dir=str(tmp_path / "run"),
+        out_dir=str(tmp_path / "out"),
+        settings={"steps": 4, "occlusion_window": 8},
+        phase1_runs=phase1 or None,
+        **cohort,
+    )
+    assert set(table.attribution) == {"integrated_gradients", "occlusion"}  # a ViT: no Grad-CAM
+    with np.load(tmp_path / "out" / "group_maps.npz") as maps:
+        ig = maps["map/diagnosis/integrated_gradients/1"]
+        assert ig.shape == (32, 32, 32) and ig.sum() > 0

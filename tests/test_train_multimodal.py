@@ -27,9 +27,12 @@ TRAINING = {"epochs": 3, "batch_size": 4, "patience": 10, "seed": 1}
 
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory) -> dict:
+    return write_multimodal_toy(tmp_path_factory.mktemp("mm"))
+
+
+def write_multimodal_toy(root: Path) -> dict:
     """The image toy cohort plus a report (words follow the class) and a clinical score;
     sub-03 has no report and no clinical row (missing modalities), sub-18 (test) no report."""
-    root = tmp_path_factory.mktemp("mm")
     cohort = write_toy_cohort(root)
     table = pd.read_csv(cohort["subjects_table"], sep="\t")
     adhd = table.diagnosis.eq("ADHD")
