@@ -312,24 +312,9 @@ def test_the_table_pools_folds_and_says_which_methods_beat_chance_and_meet_the_g
 
 def test_a_multilabel_run_explains_every_label_without_ground_truth(tmp_path):
     from test_multilabel import EXPERIMENT as MULTILABEL
-    from test_multilabel import FINDINGS, ROLES, write_cohort
+    from test_multilabel import short_fit
 
-    from neuroadapt.train import run_training
-
-    cohort = write_cohort(tmp_path / "toy", FINDINGS, ROLES, size=32)
-    run_training(
-        experiment_name="toy_ml",
-        experiment=MULTILABEL,
-        method_name="linear_probe",
-        method_settings={"lr_head": 1e-2},
-        training={"epochs": 2, "batch_size": 4, "seed": 0},
-        backbone={"name": "resnet10_w025"},
-        fold=1,
-        **cohort,
-        out_dir=str(tmp_path / "run"),
-        resume_path=str(tmp_path / "resume.pt"),
-        progress=False,
-    )
+    cohort, _ = short_fit(tmp_path)
     table = interpret_run(
         experiment=MULTILABEL,
         method_name="linear_probe",

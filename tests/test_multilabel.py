@@ -314,7 +314,8 @@ def test_macro_auc_is_the_mean_of_the_per_label_sklearn_aucs(ml_runs, tmp_path):
 # ----------------------------------------------------------------------------- training
 
 
-def test_a_short_fit_writes_per_label_predictions(tmp_path):
+def short_fit(tmp_path: Path) -> tuple[dict, dict]:
+    """The toy multi-label cohort (32^3) and a 2-epoch linear probe on it (``tmp_path/run``)."""
     cohort = write_cohort(tmp_path / "toy", FINDINGS, ROLES, size=32)
     summary = run_training(
         experiment_name="toy_ml",
@@ -330,6 +331,11 @@ def test_a_short_fit_writes_per_label_predictions(tmp_path):
         threads=1,
         progress=False,
     )
+    return cohort, summary
+
+
+def test_a_short_fit_writes_per_label_predictions(tmp_path):
+    _, summary = short_fit(tmp_path)
     predictions = pd.read_csv(tmp_path / "run" / "predictions.tsv", sep="\t")
     assert list(predictions.columns) == [
         "fold",
