@@ -40,14 +40,18 @@ node_caps=(--cores "$(nproc)" --resources mem_mb=$(( $(free -m | awk '/Mem:/ {pr
 # (this run checks scheduling, not results; the demo's 2 tuning trials stay). The CT/PET
 # experiment's own training section is overridden too (configfiles merge key by key).
 # Denoising and motion correction are off for the same reason: the dwi jobs and their
-# grouping stay the same, and make test runs the whole diffusion chain.
+# grouping stay the same, and make test runs the whole diffusion chain. The interpret jobs
+# (one per run) compute integrated gradients with few steps only (make test covers the rest).
 cat >"$profile/short_training.yaml" <<'YAML'
 dwi: {denoise: {method: none}, motion: {enabled: false}}
 training:
   {epochs: 5, batch_size: 4, patience: 5, adapt_batchnorm: true, tuning: {trials: 2}}
+interpret: {attributions: [integrated_gradients], steps: 8}
 experiments:
   hnc_petct:
     training: {epochs: 5, batch_size: 4, patience: 5, adapt_batchnorm: false}
+  adhd_dti:
+    interpret: {attributions: [integrated_gradients]}
 YAML
 timeout "$LIMIT" "$SNAKEMAKE" --profile "$profile" "${node_caps[@]}" --forceall \
     --configfile "$profile/short_training.yaml" \
@@ -64,6 +68,7 @@ gpu_less=$(sacct -n -X -S "$start" -o Comment%200,ReqTRES%200 --parsable2 \
     | awk -F'|' '$1 ~ /^rule_train/ && $2 !~ /gres\/gpu/' | wc -l)
 [ "$gpu_less" -eq 0 ] || { echo "$gpu_less training job(s) ran without a GPU request"; exit 1; }
 test -s results/adhd_dti/splits/fold-1.tsv
+test -s results/adhd_dti/attribution.tsv
 
 echo "== a failing job on SLURM"
 work=$(mktemp -d)
