@@ -24,13 +24,16 @@ BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.workflow
 
 
-def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(
+    *args: str, cwd: Path = REPO, check: bool = True, timeout: int = 600
+) -> subprocess.CompletedProcess:
+    """Run the workflow's command line; ``timeout`` (s) only guards against a hang."""
     result = subprocess.run(
         [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=timeout,
     )
     if check and result.returncode != 0:
         raise AssertionError(
@@ -288,7 +291,8 @@ def trained(tmp_path_factory):
     path = write_config(folder, config)
     args = ("--cores", "2", "--directory", str(folder), "--configfile", str(path))
     args += ("--replace-workflow-config",)
-    return folder, args, snakemake(*args)
+    # 49 jobs: about 4 min on 2 quiet cores, more than 10 when the cores are shared
+    return folder, args, snakemake(*args, timeout=1800)
 
 
 def test_pretrains_trains_and_evaluates_every_method_and_fold(trained):

@@ -28,6 +28,7 @@ from neuroadapt.experiments import (
     trained_experiments,
     UNIMODAL_PREFIX,
 )
+from neuroadapt.attribution import merged_interpret
 from neuroadapt.method_cards import method_cards
 from neuroadapt.train_settings import merged_training
 
@@ -401,3 +402,68 @@ def report_inputs(wildcards):
 
     walk(report_layout(wildcards))
     return found + [run for name in TRAINED_EXPERIMENTS for run in run_dirs(name)]
+
+
+# Interpretation (workflow/rules/interpret.smk): attribution maps per run, gathered per experiment.
+
+ATTRIBUTION_DIR = "results/{experiment}/attribution/{method}/fold-{fold}"
+# The grid the diffusion tensors were resampled from: the subject's DWI space, or the template.
+DWI_TENSOR_SPACE = config["dwi"].get("model_ready", {}).get("space", "dwi")
+
+
+def dwi_source_fa():
+    """The FA map each diffusion tensor was made from (pattern; dwi.smk names the outputs)."""
+    if DWI_TENSOR_SPACE == "template":
+        return DWI_TEMPLATE_OUTPUTS["template_fa"]
+    return f"{DWI_DIR}/{{prefix}}_space-dwi_model-tensor_param-fa_dwimap.nii.gz"
+
+
+def interpret_section(experiment):
+    return merged_interpret(config, experiment)
+
+
+def interpreted(experiment):
+    return interpret_section(experiment).get("enabled", True)
+
+
+def interpreted_methods(experiment):
+    """The methods whose model reads the image: not the phase-1 models of non-image inputs."""
+    return [
+        m
+        for m in experiment_methods(config["experiments"][experiment])
+        if not m.startswith(UNIMODAL_PREFIX) or m == f"{UNIMODAL_PREFIX}image"
+    ]
+
+
+def interpret_inputs(wildcards):
+    """What the run's train job read, the run itself, and for diffusion tensors their
+    sidecars (grids), the maps they were made from, and the demo's ground truth."""
+    run = RUN_DIR.format(
+        experiment=wildcards.experiment, method=wildcards.method, fold=wildcards.fold
+    )
+    inputs = train_inputs(wildcards) | {"run": run}
+    experiment = config["experiments"][wildcards.experiment]
+    dataset = experiment["dataset"]
+    if image_kind(experiment["inputs"], wildcards.experiment) == "famd":
+        inputs["grids"] = [
+            p.removesuffix(".npy") + ".json" for p in per_row(dataset, DWI_TENSOR)
+        ]
+        inputs["source_maps"] = per_row(dataset, dwi_source_fa())
+        if dataset in SYNTHETIC:
+            inputs["truth"] = f"{DEMO_ROOT}/ground_truth/{dataset}"
+    return inputs
+
+
+def interpret_dirs(experiment):
+    return expand(
+        ATTRIBUTION_DIR,
+        experiment=experiment,
+        method=interpreted_methods(experiment),
+        fold=range(1, fold_count(experiment) + 1),
+    )
+
+
+def attribution_outputs():
+    return [
+        f"results/{e}/attribution.tsv" for e in TRAINED_EXPERIMENTS if interpreted(e)
+    ]
