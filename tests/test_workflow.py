@@ -291,7 +291,7 @@ def trained(tmp_path_factory):
     path = write_config(folder, config)
     args = ("--cores", "2", "--directory", str(folder), "--configfile", str(path))
     args += ("--replace-workflow-config",)
-    # 49 jobs: about 4 min on 2 quiet cores, more than 10 when the cores are shared
+    # the whole chain: about 4 min on 2 quiet cores, more than 10 when they are shared
     return folder, args, snakemake(*args, timeout=1800)
 
 
