@@ -5,7 +5,7 @@
 
 On a synthetic cohort of the demo's size (36 subjects, 2x32^3 FA/MD-like tensors, a third of
 them in the test part) and the demo's backbone (``resnet18_w05``, random weights: the cost does
-not depend on them), side by side in one process with the same threads:
+not depend on them), side by side in one process, one thread as the rules run:
 
 - the train job's fit: LoRA for the demo's epochs budget (``--epochs``), without tuning;
 - the interpret job on the same run: each attribution of :mod:`neuroadapt.attribution`
@@ -41,7 +41,6 @@ def main() -> None:
     from neuroadapt.interpret import interpret_run
     from neuroadapt.train import run_training
 
-    torch.set_num_threads(torch.get_num_threads())
     epochs = 6 if args.quick else args.epochs
     test = 4 if args.quick else 12
     roles = ["train"] * (36 - test - 4) + ["validation"] * 4 + ["test"] * test

@@ -84,7 +84,8 @@ def interpret_settings(section: Mapping | None) -> InterpretSettings:
 def grad_cam_layer(model: torch.nn.Module, sample: torch.Tensor, min_size: int):
     """``(name, module)`` of the ResNet stage Grad-CAM reads for inputs like ``sample``
     ``(1, C, X, Y, Z)``: the deepest ``layer1``-``layer4`` whose output has at least
-    ``min_size`` voxels per axis; None for a model without a ResNet backbone."""
+    ``min_size`` voxels per axis (``layer1`` when none has); None for a model without a
+    ResNet backbone."""
     import torch
 
     from neuroadapt.models.backbones import ResNetBackbone

@@ -167,15 +167,16 @@ def interpret_run(
         prefix = row_prefix(ids.participant_id, ids.session_id)
         sample = cohort.images[[i]].to(dev)
         support = (sample[0] != 0).any(dim=0).cpu().numpy()
-        grid = _grid(tensors[i]) if source_maps else None
+        # the tensor's grid: for the per-sample maps and to bring the planted regions onto it
+        grid = _grid(tensors[i]) if source_maps or truth_dir is not None else None
         for k, target in enumerate(targets):
-            label = int(labels[i, k]) if labels.shape[1] > 1 else int(labels[i, 0])
+            label = int(labels[i, k])
             forward = task.attribution_forward(model, cohort, i, k)
             maps = attribute(forward, sample, config, layer)
             if cohort.masks is not None:
                 region = cohort.masks[i, 0].numpy() > 0.5
             elif truth_dir is not None:
-                region = _truth_region(truth_dir, prefix, target, support.shape, _grid(tensors[i]))
+                region = _truth_region(truth_dir, prefix, target, support.shape, grid)
             else:
                 region = None
             _add(sums, counts, f"image/{target}/{label}", sample[0, 0].cpu().numpy())

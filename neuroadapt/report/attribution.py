@@ -26,12 +26,12 @@ LABELS = {
 }
 
 
-def _slice(maps: Mapping[str, np.ndarray], region: np.ndarray | None) -> int:
+def _slice(maps: list[np.ndarray], region: np.ndarray | None) -> int:
     """The axial slice shown: through the planted region's largest cross-section, else the
     slice holding most of the maps' mass."""
     if region is not None and region.any():
         return int(np.argmax((region >= 0.5).sum(axis=(0, 1))))
-    return int(np.argmax(sum(m.sum(axis=(0, 1)) for m in maps.values())))
+    return int(np.argmax(sum(m.sum(axis=(0, 1)) for m in maps)))
 
 
 def group_map_figure(
@@ -46,7 +46,7 @@ def group_map_figure(
         for a in attributions
         if f"{m}/{target}/{a}/1" in maps
     }
-    z = _slice(dict(enumerate(shown.values())), region)
+    z = _slice(list(shown.values()), region)
     figure, axes = plt.subplots(
         len(methods),
         len(attributions),
